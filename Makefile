@@ -1,0 +1,19 @@
+# The two set-up commands of the README. Both install what is missing first (scripts/bootstrap.sh).
+.PHONY: demo test down bootstrap schemas lint
+
+bootstrap:
+	bash scripts/bootstrap.sh
+
+demo: bootstrap
+	.venv/bin/frtwatch demo
+
+test: bootstrap
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+	.venv/bin/pytest
+
+down:
+	.venv/bin/frtwatch stack down
+
+schemas:
+	.venv/bin/frtwatch contracts schemas --write

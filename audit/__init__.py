@@ -1,0 +1,1 @@
+"""The audit log in ClickHouse, its tamper evidence, and the regulators' API."""

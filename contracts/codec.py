@@ -1,0 +1,115 @@
+"""Bytes in, typed event out (or one clear error); canonical JSON and HMAC signatures.
+
+``decode_event`` is the only way raw input becomes an event: size limit, UTF-8, JSON, schema,
+types, enums, timestamps and ids are all checked in one call, and a failure is a ContractError
+that names the field and the reason.
+"""
+
+import hashlib
+import hmac
+import re
+from typing import Any
+
+import msgspec
+
+from contracts.events import Envelope, Event
+from contracts.timestamps import TIMESTAMP_PATTERN
+
+MAX_MESSAGE_BYTES = 64 * 1024
+
+_decoder = msgspec.json.Decoder(Event)
+_encoder = msgspec.json.Encoder()
+
+# msgspec reports a failed pattern by quoting the regex; say what the field should be instead.
+_PATTERN_MEANINGS = {
+    TIMESTAMP_PATTERN: "not an RFC 3339 UTC timestamp like 2026-11-21T08:00:00.123Z",
+    r"^[0-9a-f]{64}$": "not a lowercase hex HMAC-SHA256 (64 characters)",
+}
+_UUID_FIELDS = {"event_id"}
+_AT_PATH = re.compile(r"^(?P<reason>.*?) - at `\$(?P<path>[^`]*)`$", re.S)
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
+_REGEX_MISMATCH = re.compile(r"^Expected `str` matching regex '(?P<regex>.*)'$", re.S)
+
+
+class ContractError(ValueError):
+    """An input that breaks contract v1. ``field`` is a JSON path like ``event_id`` or
+    ``purposes[0]``, or None when the message as a whole is unusable."""
+
+    def __init__(self, reason: str, field: str | None = None) -> None:
+        self.reason = reason
+        self.field = field
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+
+def decode_event(raw: bytes) -> Event:
+    """Decode and validate one message value. Raises ContractError."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ContractError(f"message too large: {len(raw)} bytes, the limit is {MAX_MESSAGE_BYTES}")
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ContractError(f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        return _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise _contract_error(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ContractError(f"not valid JSON: {exc}") from None
+
+
+def _contract_error(message: str) -> ContractError:
+    path = ""
+    match = _AT_PATH.match(message)
+    if match:
+        message, path = match["reason"], match["path"]
+    missing = _MISSING.match(message)
+    if missing:
+        field = f"{path}.{missing['name']}" if path else missing["name"]
+        return ContractError("required field is missing", field.lstrip("."))
+    field = path.lstrip(".") or None
+    regex = _REGEX_MISMATCH.match(message)
+    if regex:
+        if field in _UUID_FIELDS:
+            message = "not a UUID"
+        else:
+            message = _PATTERN_MEANINGS.get(regex["regex"], message)
+    elif field == "type" and message.startswith("Invalid value"):
+        message = f"unknown event type {message.removeprefix('Invalid value ')}"
+    elif field == "schema" and message.startswith("Invalid enum value"):
+        message = f"unsupported schema version {message.removeprefix('Invalid enum value ')}, expected 'frt.v1'"
+    elif field is None and message.startswith("Expected `object`"):
+        message = f"an event must be a JSON object: {message}"
+    return ContractError(message, field)
+
+
+def encode_event(event: Envelope) -> bytes:
+    """The wire form of a typed event (the ``type`` tag included)."""
+    return _encoder.encode(event)
+
+
+def canonical_json(fields: dict[str, Any]) -> bytes:
+    """Canonical JSON (RFC 8785 for the value types the contract uses): keys sorted, no
+    whitespace, UTF-8, minimal escapes. Signatures are computed over it."""
+    return msgspec.json.encode(fields, order="sorted")
+
+
+def signature(fields: dict[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 (hex) of the canonical JSON of the event without its ``sig`` field."""
+    unsigned = {name: value for name, value in fields.items() if name != "sig"}
+    return hmac.new(key, canonical_json(unsigned), hashlib.sha256).hexdigest()
+
+
+def sign(fields: dict[str, Any], key: bytes) -> dict[str, Any]:
+    """A copy of the event fields with ``sig`` set."""
+    return {**fields, "sig": signature(fields, key)}
+
+
+def verify(raw: bytes | dict[str, Any], key: bytes) -> bool:
+    """True when the event's ``sig`` matches its content under ``key``. Extra fields the
+    models do not know are part of the signed content, so this reads the raw JSON."""
+    fields = msgspec.json.decode(raw) if isinstance(raw, bytes) else raw
+    sig = fields.get("sig") if isinstance(fields, dict) else None
+    if not isinstance(sig, str):
+        return False
+    return hmac.compare_digest(sig, signature(fields, key))

@@ -1,0 +1,12 @@
+"""Kafka topic names of contract v1: the one place they are spelled."""
+
+EVENTS = "frt.events.v1"
+VIOLATIONS = "frt.violations.v1"
+DEADLETTER = "frt.deadletter.v1"
+
+ALL = (EVENTS, VIOLATIONS, DEADLETTER)
+
+
+def event_key(operator_id: str, device_id: str | None) -> bytes:
+    """The message key of an input event: its device, or for back-office events its operator."""
+    return (device_id or operator_id).encode()

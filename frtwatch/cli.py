@@ -1,0 +1,202 @@
+"""The `frtwatch` command."""
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from frtwatch.config import Settings
+
+app = typer.Typer(help="frtwatch: audit log and real-time monitor for facial-recognition deployments.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+events_app = typer.Typer(help="Work with contract v1 events.", no_args_is_help=True)
+stack_app = typer.Typer(help="The local stack: Kafka, Prometheus, Alertmanager, ClickHouse (chDB).",
+                        no_args_is_help=True)
+contracts_app = typer.Typer(help="The contract's machine-readable artifacts.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+app.add_typer(stack_app, name="stack")
+app.add_typer(contracts_app, name="contracts")
+
+console = Console()
+errors = Console(stderr=True)
+
+Brokers = Annotated[int | None, typer.Option(help="Kafka brokers: 1, or 3 (replication 3, min.insync.replicas 2).")]
+Partitions = Annotated[int | None, typer.Option(help="Partitions of frt.events.v1 (default 6).")]
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return Settings.from_env(**overrides)
+    except ValueError as error:
+        errors.print(f"[red]configuration error:[/] {error}")
+        raise typer.Exit(2) from None
+
+
+@events_app.command("validate")
+def events_validate(
+    file: Annotated[str, typer.Argument(help="JSON Lines file, one event per line; '-' for stdin.")],
+) -> None:
+    """Check every line against contract v1; print `ok` or the error per line. Exit 0 only if all are valid."""
+    from frtwatch.validate import validate_stream
+
+    if file == "-":
+        stream = sys.stdin.buffer
+    else:
+        try:
+            stream = Path(file).open("rb")  # noqa: SIM115 - closed below
+        except OSError as error:
+            errors.print(f"cannot read {file}: {error.strerror}")
+            raise typer.Exit(2) from None
+    total = invalid = 0
+    out = sys.stdout
+    with stream:
+        for number, error in validate_stream(stream):
+            total += 1
+            if error is None:
+                out.write(f"line {number}: ok\n")
+            else:
+                invalid += 1
+                out.write(f"line {number}: error: {error}\n")
+    errors.print(f"{total} line(s), {total - invalid} valid, {invalid} invalid")
+    raise typer.Exit(1 if invalid else 0)
+
+
+@events_app.command("tail")
+def events_tail(
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest event, not the newest.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+) -> None:
+    """Print the events arriving on frt.events.v1, decoded, as JSON Lines (invalid ones to stderr)."""
+    from kafka import KafkaConsumer
+
+    from contracts import ContractError, decode_event, encode_event, topics
+
+    settings = _settings()
+    consumer = KafkaConsumer(topics.EVENTS, bootstrap_servers=settings.bootstrap_servers,
+                             auto_offset_reset="earliest" if from_beginning else "latest",
+                             enable_auto_commit=False, client_id="frtwatch-tail")
+    seen = 0
+    try:
+        for record in consumer:
+            try:
+                sys.stdout.write(encode_event(decode_event(record.value)).decode() + "\n")
+            except ContractError as error:
+                errors.print(f"partition {record.partition} offset {record.offset}: {error}")
+            sys.stdout.flush()
+            seen += 1
+            if limit is not None and seen >= limit:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+@stack_app.command("up")
+def stack_up(
+    brokers: Brokers = None,
+    partitions: Partitions = None,
+    monitoring: Annotated[bool, typer.Option(help="Also run Prometheus and Alertmanager.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each service to become healthy.")] = 120,
+) -> None:
+    """Start the local stack (idempotent: running services are left as they are)."""
+    from frtwatch.stack import LocalStack, StackError
+
+    stack = LocalStack(_settings(brokers=brokers, events_partitions=partitions))
+    try:
+        with console.status("starting the local stack..."):
+            summary = stack.up(monitoring=monitoring, timeout=timeout)
+    except StackError as error:
+        errors.print(f"[red]stack up failed:[/] {error}")
+        raise typer.Exit(1) from None
+    _print_summary("frtwatch stack is up", summary)
+
+
+@stack_app.command("down")
+def stack_down(brokers: Brokers = None) -> None:
+    """Stop every service of the local stack (data and logs are kept)."""
+    from frtwatch.stack import LocalStack
+
+    stopped = LocalStack(_settings(brokers=brokers)).down()
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@stack_app.command("status")
+def stack_status(brokers: Brokers = None) -> None:
+    """Show which services run, and where the logs and data are."""
+    from frtwatch.stack import LocalStack
+
+    _print_summary("frtwatch stack", LocalStack(_settings(brokers=brokers)).status())
+
+
+@stack_app.command("fetch")
+def stack_fetch() -> None:
+    """Fetch the pinned Kafka jars from Maven Central into the cache (once)."""
+    from frtwatch.stack import StackError
+    from frtwatch.stack.kafka import ensure_jars, kafka_version
+
+    try:
+        with console.status(f"fetching Apache Kafka {kafka_version()} jars..."):
+            libs = ensure_jars()
+    except StackError as error:
+        errors.print(f"[red]{error}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"Apache Kafka {kafka_version()} jars in {libs}")
+
+
+@contracts_app.command("schemas")
+def contracts_schemas(
+    write: Annotated[bool, typer.Option("--write", help="Regenerate the checked-in files.")] = False,
+) -> None:
+    """Check (or --write) the JSON Schema files generated from the typed models."""
+    from contracts.artifacts import SCHEMA_DIR, generate_schemas, write_schemas
+
+    if write:
+        for path in write_schemas():
+            console.print(f"wrote {path}")
+        return
+    stale = [name for name, text in generate_schemas().items()
+             if not (SCHEMA_DIR / name).exists() or (SCHEMA_DIR / name).read_text() != text]
+    if stale:
+        errors.print(f"out of date: {', '.join(stale)}; run `frtwatch contracts schemas --write`")
+        raise typer.Exit(1)
+    console.print("schemas match the models")
+
+
+@app.command("demo")
+def demo(partitions: Partitions = None) -> None:
+    """Stack up, produce every example event, read each back decoded and compare."""
+    from frtwatch.demo import produce_examples, read_back
+    from frtwatch.stack import LocalStack, StackError
+
+    settings = _settings(events_partitions=partitions)
+    try:
+        with console.status("starting the local stack (first run fetches Kafka, ~1 min)..."):
+            summary = LocalStack(settings).up()
+    except StackError as error:
+        errors.print(f"[red]stack up failed:[/] {error}")
+        raise typer.Exit(1) from None
+    _print_summary("frtwatch stack is up", summary)
+    with console.status("producing the example events and reading them back..."):
+        trips = read_back(settings.bootstrap_servers, produce_examples(settings.bootstrap_servers))
+    table = Table(title=f"example events through {settings.bootstrap_servers}")
+    for column in ("type", "event_id", "partition", "offset", "read back"):
+        table.add_column(column)
+    for trip in trips:
+        verdict = "[green]equal[/]" if trip.received == trip.sent else "[red]MISSING OR DIFFERENT[/]"
+        table.add_row(trip.sent.event_type, trip.sent.event_id, str(trip.partition), str(trip.offset), verdict)
+    console.print(table)
+    failed = sum(trip.received != trip.sent for trip in trips)
+    console.print(f"{len(trips) - failed}/{len(trips)} events round-tripped. "
+                  "Stop the stack with [bold]make down[/] (or `.venv/bin/frtwatch stack down`).")
+    raise typer.Exit(1 if failed else 0)
+
+
+def _print_summary(title: str, rows: dict[str, str]) -> None:
+    table = Table(title=title, show_header=False)
+    for name, value in rows.items():
+        table.add_row(name, value)
+    console.print(table)

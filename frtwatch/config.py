@@ -1,0 +1,63 @@
+"""Settings from the environment (FRTWATCH_*), with defaults for one laptop.
+
+Every server binds 127.0.0.1. Ports are configurable so a second stack (the tests') can run
+beside the first.
+"""
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+
+def _default_home() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "frtwatch"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path  # pid files in run/, logs in logs/, data in data/
+    kafka_port: int = 9092  # broker i listens on kafka_port + 100*i
+    kafka_controller_port: int = 9098  # controller i on kafka_controller_port + 100*i
+    brokers: int = 1  # 1, or 3 for replication 3 / min.insync.replicas 2
+    kafka_bootstrap: str | None = None  # an external cluster instead of the local one
+    events_partitions: int = 6
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
+    clickhouse_url: str | None = None  # http(s)://host:8123 for a server; default: embedded chDB
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "Settings":
+        env = os.environ
+        settings = cls(
+            home=Path(env.get("FRTWATCH_HOME") or _default_home()),
+            kafka_port=int(env.get("FRTWATCH_KAFKA_PORT", 9092)),
+            kafka_controller_port=int(env.get("FRTWATCH_KAFKA_CONTROLLER_PORT", 9098)),
+            brokers=int(env.get("FRTWATCH_KAFKA_BROKERS", 1)),
+            kafka_bootstrap=env.get("FRTWATCH_KAFKA_BOOTSTRAP") or None,
+            events_partitions=int(env.get("FRTWATCH_EVENTS_PARTITIONS", 6)),
+            prometheus_port=int(env.get("FRTWATCH_PROMETHEUS_PORT", 9090)),
+            alertmanager_port=int(env.get("FRTWATCH_ALERTMANAGER_PORT", 9093)),
+            clickhouse_url=env.get("FRTWATCH_CLICKHOUSE_URL") or None,
+        )
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        if settings.brokers not in (1, 3):
+            raise ValueError(f"brokers must be 1 or 3, not {settings.brokers}")
+        if settings.events_partitions < 1:
+            raise ValueError("events_partitions must be at least 1")
+        return settings
+
+    @property
+    def bootstrap_servers(self) -> str:
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        return ",".join(f"127.0.0.1:{self.kafka_port + 100 * i}" for i in range(self.brokers))
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        return self.clickhouse_url or f"chdb://{self.home / 'data' / 'clickhouse'}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"

@@ -1,0 +1,70 @@
+"""The local stack: Kafka, Prometheus, Alertmanager and ClickHouse as plain processes on
+127.0.0.1, started idempotently, health-checked, stopped cleanly (frtwatch stack up|down|status)."""
+
+from dataclasses import dataclass
+
+from frtwatch.config import Settings
+from frtwatch.stack import clickhouse
+from frtwatch.stack.kafka import KafkaCluster
+from frtwatch.stack.monitoring import Alertmanager, Prometheus
+from frtwatch.stack.process import StackError, stop_all
+
+__all__ = ["LocalStack", "StackError"]
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    settings: Settings
+
+    @property
+    def kafka(self) -> KafkaCluster:
+        s = self.settings
+        return KafkaCluster(
+            home=s.home,
+            broker_ports=tuple(s.kafka_port + 100 * i for i in range(s.brokers)),
+            controller_ports=tuple(s.kafka_controller_port + 100 * i for i in range(s.brokers)),
+        )
+
+    @property
+    def prometheus(self) -> Prometheus:
+        return Prometheus(self.settings.home, self.settings.prometheus_port, self.settings.alertmanager_port)
+
+    @property
+    def alertmanager(self) -> Alertmanager:
+        return Alertmanager(self.settings.home, self.settings.alertmanager_port)
+
+    def up(self, monitoring: bool = True, timeout: float = 120.0) -> dict[str, str]:
+        """Start what is not running, wait for health, create the topics. Returns a summary."""
+        summary: dict[str, str] = {}
+        if self.settings.kafka_bootstrap:
+            summary["kafka"] = f"external cluster {self.settings.kafka_bootstrap} (not managed here)"
+        else:
+            kafka = self.kafka
+            kafka.start(timeout)
+            created = kafka.create_topics(self.settings.events_partitions)
+            topics = ", ".join(f"{name} ({count}p)" for name, count in created.items())
+            summary["kafka"] = f"{kafka.bootstrap_servers}, {kafka.size} broker(s); topics {topics}"
+        if monitoring:
+            self.alertmanager.start()
+            summary["alertmanager"] = self.alertmanager.url
+            self.prometheus.start()
+            summary["prometheus"] = self.prometheus.url
+        dsn = self.settings.clickhouse_dsn
+        summary["clickhouse"] = f"{clickhouse.describe(dsn)} (ClickHouse {clickhouse.check(dsn)})"
+        summary["logs"] = str(self.settings.logs_dir)
+        return summary
+
+    def down(self, timeout: float = 60.0) -> list[str]:
+        """Stop everything this stack started; return what was running."""
+        stopped = stop_all([self.prometheus.process, self.alertmanager.process], timeout)
+        return stopped + self.kafka.stop(timeout)
+
+    def status(self) -> dict[str, str]:
+        processes = [*self.kafka.nodes(), self.alertmanager.process, self.prometheus.process]
+        report = {}
+        for process in processes:
+            pid = process.pid()
+            report[process.name] = f"running (pid {pid})" if pid else "stopped"
+        report["clickhouse"] = clickhouse.describe(self.settings.clickhouse_dsn)
+        report["logs"] = str(self.settings.logs_dir)
+        return report

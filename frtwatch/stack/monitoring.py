@@ -1,0 +1,98 @@
+"""Prometheus and Alertmanager from Debian's packages, run with the project's configs."""
+
+import shutil
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from frtwatch import REPO_ROOT
+from frtwatch.stack.process import ManagedProcess, StackError
+
+PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
+ALERTMANAGER_CONFIG = REPO_ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise StackError(f"{name} is not installed: run scripts/bootstrap.sh (Debian package)")
+    return path
+
+
+def _ready(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return bool(response.status == 200)
+
+
+def local_prometheus_config(targets: dict[str, str]) -> dict[str, Any]:
+    """deploy/prometheus/prometheus.yml with compose host:port targets replaced through
+    ``targets`` and rule files made absolute."""
+    config: dict[str, Any] = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["rule_files"] = [str(PROMETHEUS_DIR / pattern) for pattern in config.get("rule_files", [])]
+    groups = [am for am in config.get("alerting", {}).get("alertmanagers", [])]
+    groups += config.get("scrape_configs", [])
+    for group in groups:
+        for static in group.get("static_configs", []):
+            static["targets"] = [targets.get(target, target) for target in static["targets"]]
+    return config
+
+
+@dataclass(frozen=True)
+class Prometheus:
+    home: Path
+    port: int
+    alertmanager_port: int
+
+    @property
+    def process(self) -> ManagedProcess:
+        return ManagedProcess("prometheus", self.home)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        if self.process.pid() is None:
+            config_path = self.home / "run" / "prometheus.yml"
+            config_path.parent.mkdir(parents=True, exist_ok=True)
+            targets = {
+                "prometheus:9090": f"127.0.0.1:{self.port}",
+                "alertmanager:9093": f"127.0.0.1:{self.alertmanager_port}",
+            }
+            config_path.write_text(yaml.safe_dump(local_prometheus_config(targets), sort_keys=False))
+            self.process.start([
+                _binary("prometheus"),
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={self.home / 'data' / 'prometheus'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+            ])
+        self.process.wait_until(lambda: _ready(f"{self.url}/-/ready"), timeout, "ready")
+
+
+@dataclass(frozen=True)
+class Alertmanager:
+    home: Path
+    port: int
+
+    @property
+    def process(self) -> ManagedProcess:
+        return ManagedProcess("alertmanager", self.home)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        if self.process.pid() is None:
+            self.process.start([
+                _binary("prometheus-alertmanager"),
+                f"--config.file={ALERTMANAGER_CONFIG}",
+                f"--storage.path={self.home / 'data' / 'alertmanager'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",  # a single instance: no gossip port
+            ])
+        self.process.wait_until(lambda: _ready(f"{self.url}/-/ready"), timeout, "ready")

@@ -1,0 +1,1 @@
+"""Device SDK and fleet simulator (kafka-python); imports contracts."""
