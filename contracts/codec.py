@@ -20,10 +20,11 @@ MAX_MESSAGE_BYTES = 64 * 1024
 _decoder = msgspec.json.Decoder(Event)
 _encoder = msgspec.json.Encoder()
 
-# msgspec reports a failed pattern by quoting the regex; say what the field should be instead.
+# msgspec reports a failed pattern by quoting the regex (repr-escaped); say what the field
+# should be instead.
 _PATTERN_MEANINGS = {
-    TIMESTAMP_PATTERN: "not an RFC 3339 UTC timestamp like 2026-11-21T08:00:00.123Z",
-    r"^[0-9a-f]{64}$": "not a lowercase hex HMAC-SHA256 (64 characters)",
+    repr(TIMESTAMP_PATTERN)[1:-1]: "not an RFC 3339 UTC timestamp like 2026-11-21T08:00:00.123Z",
+    repr(r"^[0-9a-f]{64}$")[1:-1]: "not a lowercase hex HMAC-SHA256 (64 characters)",
 }
 _UUID_FIELDS = {"event_id"}
 _AT_PATH = re.compile(r"^(?P<reason>.*?) - at `\$(?P<path>[^`]*)`$", re.S)

@@ -63,7 +63,7 @@ class Envelope(msgspec.Struct, kw_only=True, tag_field="type", frozen=True):
             try:
                 parse_timestamp(value)
             except ValueError:
-                raise ValueError(f"Not a real date and time {value!r} - at `$.{name}`") from None
+                raise ValueError(f"not a real date and time {value!r} - at `$.{name}`") from None
 
     @property
     def event_type(self) -> str:

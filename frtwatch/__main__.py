@@ -1,0 +1,3 @@
+from frtwatch.cli import app
+
+app(prog_name="frtwatch")

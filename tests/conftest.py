@@ -1,0 +1,46 @@
+"""Session fixtures that start the real services once. They fail, never skip, when a service
+cannot start, and the failure carries the service's log tail."""
+
+from collections.abc import Iterator
+
+import pytest
+
+from frtwatch.stack.kafka import KafkaCluster
+from frtwatch.stack.monitoring import Alertmanager, Prometheus
+from frtwatch.stack.process import StackError
+from tests.services import free_ports, kafka_cluster
+
+EVENTS_PARTITIONS = 6
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """One real single-node Kafka (KRaft) with the contract topics, for the whole session."""
+    cluster = kafka_cluster(tmp_path_factory.mktemp("kafka"))
+    try:
+        cluster.start(timeout=120)
+        cluster.create_topics(EVENTS_PARTITIONS)
+    except StackError as error:
+        cluster.stop()
+        pytest.fail(f"Kafka could not start: {error}", pytrace=False)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def monitoring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus, Alertmanager]]:
+    """Real Prometheus and Alertmanager (Debian packages) with the project's configs."""
+    home = tmp_path_factory.mktemp("monitoring")
+    prometheus_port, alertmanager_port = free_ports(2)
+    alertmanager = Alertmanager(home, alertmanager_port)
+    prometheus = Prometheus(home, prometheus_port, alertmanager_port)
+    try:
+        alertmanager.start()
+        prometheus.start()
+    except StackError as error:
+        prometheus.process.stop()
+        alertmanager.process.stop()
+        pytest.fail(f"monitoring could not start: {error}", pytrace=False)
+    yield prometheus, alertmanager
+    prometheus.process.stop()
+    alertmanager.process.stop()
