@@ -17,7 +17,7 @@ from contracts.timestamps import TIMESTAMP_PATTERN
 
 MAX_MESSAGE_BYTES = 64 * 1024
 
-_decoder = msgspec.json.Decoder(Event)
+_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 _encoder = msgspec.json.Encoder()
 
 # msgspec reports a failed pattern by quoting the regex (repr-escaped); say what the field
@@ -71,14 +71,13 @@ def _contract_error(message: str) -> ContractError:
     field = path.lstrip(".") or None
     regex = _REGEX_MISMATCH.match(message)
     if regex:
-        if field in _UUID_FIELDS:
-            message = "not a UUID"
-        else:
-            message = _PATTERN_MEANINGS.get(regex["regex"], message)
+        message = "not a UUID" if field in _UUID_FIELDS else _PATTERN_MEANINGS.get(regex["regex"], message)
     elif field == "type" and message.startswith("Invalid value"):
         message = f"unknown event type {message.removeprefix('Invalid value ')}"
     elif field == "schema" and message.startswith("Invalid enum value"):
-        message = f"unsupported schema version {message.removeprefix('Invalid enum value ')}, expected 'frt.v1'"
+        message = (
+            f"unsupported schema version {message.removeprefix('Invalid enum value ')}, expected 'frt.v1'"
+        )
     elif field is None and message.startswith("Expected `object`"):
         message = f"an event must be a JSON object: {message}"
     return ContractError(message, field)

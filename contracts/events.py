@@ -32,7 +32,9 @@ Timestamp = Annotated[
     str, msgspec.Meta(pattern=TIMESTAMP_PATTERN, description="RFC 3339 UTC, e.g. 2026-11-21T08:00:00.123Z")
 ]
 OperatorId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-HexSignature = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256, lowercase hex")]
+HexSignature = Annotated[
+    str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256, lowercase hex")
+]
 Seq = Annotated[int, msgspec.Meta(ge=0)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 Purposes = Annotated[list[Purpose], msgspec.Meta(min_length=1)]
@@ -47,7 +49,13 @@ class Envelope(msgspec.Struct, kw_only=True, tag_field="type", frozen=True):
     timestamp_fields: ClassVar[tuple[str, ...]] = ("occurred_at",)
 
     schema: Literal["frt.v1"]
-    event_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description="UUID")]
+    event_id: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+            description="UUID",
+        ),
+    ]
     occurred_at: Timestamp
     operator_id: OperatorId
     site_id: str | None
@@ -70,8 +78,8 @@ class Envelope(msgspec.Struct, kw_only=True, tag_field="type", frozen=True):
         return type(self).__struct_config__.tag  # type: ignore[return-value]
 
 
-class DeviceRegistered(Envelope, tag="device.registered"):
-    device_id: str  # type: ignore[misc]  # a registration always names its device
+class DeviceRegistered(Envelope, tag="device.registered", frozen=True):
+    device_id: str  # a registration always names its device
     venue_type: VenueType
     location_type: LocationType
     public_place: bool
@@ -82,7 +90,7 @@ class DeviceRegistered(Envelope, tag="device.registered"):
     storage: Storage
 
 
-class ConsentGranted(Envelope, tag="consent.granted"):
+class ConsentGranted(Envelope, tag="consent.granted", frozen=True):
     timestamp_fields: ClassVar[tuple[str, ...]] = ("occurred_at", "expires_at")
 
     consent_id: str
@@ -94,12 +102,12 @@ class ConsentGranted(Envelope, tag="consent.granted"):
     expires_at: Timestamp | None
 
 
-class ConsentWithdrawn(Envelope, tag="consent.withdrawn"):
+class ConsentWithdrawn(Envelope, tag="consent.withdrawn", frozen=True):
     consent_id: str
     subject_ref: str
 
 
-class RecognitionPerformed(Envelope, tag="recognition.performed"):
+class RecognitionPerformed(Envelope, tag="recognition.performed", frozen=True):
     subject_ref: str | None
     purpose: Purpose
     mode: RecognitionMode
@@ -109,14 +117,14 @@ class RecognitionPerformed(Envelope, tag="recognition.performed"):
     verification_channel: VerificationChannel
 
 
-class AttributesInferred(Envelope, tag="attributes.inferred"):
+class AttributesInferred(Envelope, tag="attributes.inferred", frozen=True):
     subject_ref: str | None
     attributes: Attributes
     legal_basis: LegalBasis
     consent_id: str | None
 
 
-class MediaRetained(Envelope, tag="media.retained"):
+class MediaRetained(Envelope, tag="media.retained", frozen=True):
     media_id: str
     subject_ref: str | None
     kind: MediaKind
@@ -125,11 +133,11 @@ class MediaRetained(Envelope, tag="media.retained"):
     retention_days: Count | None
 
 
-class MediaDeleted(Envelope, tag="media.deleted"):
+class MediaDeleted(Envelope, tag="media.deleted", frozen=True):
     media_id: str
 
 
-class EntryAttempted(Envelope, tag="entry.attempted"):
+class EntryAttempted(Envelope, tag="entry.attempted", frozen=True):
     subject_ref: str | None
     methods_offered: list[OfferedMethod]
     method_used: EntryMethod
@@ -137,7 +145,7 @@ class EntryAttempted(Envelope, tag="entry.attempted"):
     outcome: EntryOutcome
 
 
-class RegistrySnapshot(Envelope, tag="registry.snapshot"):
+class RegistrySnapshot(Envelope, tag="registry.snapshot", frozen=True):
     timestamp_fields: ClassVar[tuple[str, ...]] = ("occurred_at", "filed_at")
 
     stored_individuals: Count

@@ -3,17 +3,43 @@
 from typing import Literal
 
 VenueType = Literal[
-    "hotel", "bank", "railway_station", "airport", "sports_venue", "exhibition_hall", "museum",
-    "art_gallery", "library", "residential_building", "office", "retail", "school", "hospital",
-    "public_space", "other",
+    "hotel",
+    "bank",
+    "railway_station",
+    "airport",
+    "sports_venue",
+    "exhibition_hall",
+    "museum",
+    "art_gallery",
+    "library",
+    "residential_building",
+    "office",
+    "retail",
+    "school",
+    "hospital",
+    "public_space",
+    "other",
 ]
 LocationType = Literal[
-    "entrance", "lobby", "counter", "checkout", "street", "hotel_room", "public_bathroom",
-    "changing_room", "toilet", "other",
+    "entrance",
+    "lobby",
+    "counter",
+    "checkout",
+    "street",
+    "hotel_room",
+    "public_bathroom",
+    "changing_room",
+    "toilet",
+    "other",
 ]
 Purpose = Literal[
-    "access_control", "payment", "identity_verification", "public_safety", "attendance",
-    "marketing", "analytics",
+    "access_control",
+    "payment",
+    "identity_verification",
+    "public_safety",
+    "attendance",
+    "marketing",
+    "analytics",
 ]
 Alternative = Literal["card", "pin", "qr_code", "id_document", "staff"]
 Storage = Literal["device", "server", "cloud"]

@@ -10,11 +10,15 @@ from rich.table import Table
 
 from frtwatch.config import Settings
 
-app = typer.Typer(help="frtwatch: audit log and real-time monitor for facial-recognition deployments.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="frtwatch: audit log and real-time monitor for facial-recognition deployments.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 events_app = typer.Typer(help="Work with contract v1 events.", no_args_is_help=True)
-stack_app = typer.Typer(help="The local stack: Kafka, Prometheus, Alertmanager, ClickHouse (chDB).",
-                        no_args_is_help=True)
+stack_app = typer.Typer(
+    help="The local stack: Kafka, Prometheus, Alertmanager, ClickHouse (chDB).", no_args_is_help=True
+)
 contracts_app = typer.Typer(help="The contract's machine-readable artifacts.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(stack_app, name="stack")
@@ -23,7 +27,9 @@ app.add_typer(contracts_app, name="contracts")
 console = Console()
 errors = Console(stderr=True)
 
-Brokers = Annotated[int | None, typer.Option(help="Kafka brokers: 1, or 3 (replication 3, min.insync.replicas 2).")]
+Brokers = Annotated[
+    int | None, typer.Option(help="Kafka brokers: 1, or 3 (replication 3, min.insync.replicas 2).")
+]
 Partitions = Annotated[int | None, typer.Option(help="Partitions of frt.events.v1 (default 6).")]
 
 
@@ -39,7 +45,7 @@ def _settings(**overrides: object) -> Settings:
 def events_validate(
     file: Annotated[str, typer.Argument(help="JSON Lines file, one event per line; '-' for stdin.")],
 ) -> None:
-    """Check every line against contract v1; print `ok` or the error per line. Exit 0 only if all are valid."""
+    """Check each line against contract v1: print `ok` or the error; exit 0 only if all are valid."""
     from frtwatch.validate import validate_stream
 
     if file == "-":
@@ -53,13 +59,13 @@ def events_validate(
     total = invalid = 0
     out = sys.stdout
     with stream:
-        for number, error in validate_stream(stream):
+        for number, problem in validate_stream(stream):
             total += 1
-            if error is None:
+            if problem is None:
                 out.write(f"line {number}: ok\n")
             else:
                 invalid += 1
-                out.write(f"line {number}: error: {error}\n")
+                out.write(f"line {number}: error: {problem}\n")
     errors.print(f"{total} line(s), {total - invalid} valid, {invalid} invalid")
     raise typer.Exit(1 if invalid else 0)
 
@@ -75,9 +81,13 @@ def events_tail(
     from contracts import ContractError, decode_event, encode_event, topics
 
     settings = _settings()
-    consumer = KafkaConsumer(topics.EVENTS, bootstrap_servers=settings.bootstrap_servers,
-                             auto_offset_reset="earliest" if from_beginning else "latest",
-                             enable_auto_commit=False, client_id="frtwatch-tail")
+    consumer = KafkaConsumer(
+        topics.EVENTS,
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        enable_auto_commit=False,
+        client_id="frtwatch-tail",
+    )
     seen = 0
     try:
         for record in consumer:
@@ -132,6 +142,24 @@ def stack_status(brokers: Brokers = None) -> None:
     _print_summary("frtwatch stack", LocalStack(_settings(brokers=brokers)).status())
 
 
+@stack_app.command("topics")
+def stack_topics(
+    partitions: Partitions = None,
+    replicas: Annotated[
+        int | None, typer.Option(help="Replication factor (default: 1, or 3 with 3 brokers).")
+    ] = None,
+) -> None:
+    """Create the contract topics on the configured Kafka (FRTWATCH_KAFKA_BOOTSTRAP), if missing."""
+    from frtwatch.stack.kafka import create_contract_topics
+
+    settings = _settings(events_partitions=partitions)
+    counts = create_contract_topics(
+        settings.bootstrap_servers, settings.events_partitions, replicas or min(3, settings.brokers)
+    )
+    for name, count in counts.items():
+        console.print(f"{name}: {count} partition(s)")
+
+
 @stack_app.command("fetch")
 def stack_fetch() -> None:
     """Fetch the pinned Kafka jars from Maven Central into the cache (once)."""
@@ -158,8 +186,11 @@ def contracts_schemas(
         for path in write_schemas():
             console.print(f"wrote {path}")
         return
-    stale = [name for name, text in generate_schemas().items()
-             if not (SCHEMA_DIR / name).exists() or (SCHEMA_DIR / name).read_text() != text]
+    stale = [
+        name
+        for name, text in generate_schemas().items()
+        if not (SCHEMA_DIR / name).exists() or (SCHEMA_DIR / name).read_text() != text
+    ]
     if stale:
         errors.print(f"out of date: {', '.join(stale)}; run `frtwatch contracts schemas --write`")
         raise typer.Exit(1)
@@ -187,11 +218,15 @@ def demo(partitions: Partitions = None) -> None:
         table.add_column(column)
     for trip in trips:
         verdict = "[green]equal[/]" if trip.received == trip.sent else "[red]MISSING OR DIFFERENT[/]"
-        table.add_row(trip.sent.event_type, trip.sent.event_id, str(trip.partition), str(trip.offset), verdict)
+        table.add_row(
+            trip.sent.event_type, trip.sent.event_id, str(trip.partition), str(trip.offset), verdict
+        )
     console.print(table)
     failed = sum(trip.received != trip.sent for trip in trips)
-    console.print(f"{len(trips) - failed}/{len(trips)} events round-tripped. "
-                  "Stop the stack with [bold]make down[/] (or `.venv/bin/frtwatch stack down`).")
+    console.print(
+        f"{len(trips) - failed}/{len(trips)} events round-tripped. "
+        "Stop the stack with [bold]make down[/] (or `.venv/bin/frtwatch stack down`)."
+    )
     raise typer.Exit(1 if failed else 0)
 
 

@@ -20,8 +20,13 @@ class RoundTrip:
 
 def produce_examples(bootstrap_servers: str) -> list[tuple[Event, int, int]]:
     """Send every example event to frt.events.v1; return (event, partition, offset) each."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True,
-                             linger_ms=5, client_id="frtwatch-demo")
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        client_id="frtwatch-demo",
+    )
     try:
         pending = []
         for raw in example_events().values():
@@ -38,11 +43,14 @@ def produce_examples(bootstrap_servers: str) -> list[tuple[Event, int, int]]:
         producer.close(timeout=10)
 
 
-def read_back(bootstrap_servers: str, sent: list[tuple[Event, int, int]], timeout: float = 30.0) -> list[RoundTrip]:
+def read_back(
+    bootstrap_servers: str, sent: list[tuple[Event, int, int]], timeout: float = 30.0
+) -> list[RoundTrip]:
     """Read exactly the offsets that were written and decode them."""
     wanted = {(partition, offset): event for event, partition, offset in sent}
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
-                             client_id="frtwatch-demo-reader")
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, client_id="frtwatch-demo-reader"
+    )
     received: dict[tuple[int, int], Event] = {}
     try:
         partitions = {partition for partition, _ in wanted}
@@ -58,5 +66,7 @@ def read_back(bootstrap_servers: str, sent: list[tuple[Event, int, int]], timeou
                         received[(tp.partition, record.offset)] = decode_event(record.value)
     finally:
         consumer.close()
-    return [RoundTrip(event, partition, offset, received.get((partition, offset)))
-            for (partition, offset), event in wanted.items()]
+    return [
+        RoundTrip(event, partition, offset, received.get((partition, offset)))
+        for (partition, offset), event in wanted.items()
+    ]

@@ -22,4 +22,6 @@ def free_ports(count: int) -> list[int]:
 
 def kafka_cluster(home: Path, brokers: int = 1) -> KafkaCluster:
     ports = free_ports(2 * brokers)
-    return KafkaCluster(home=home, broker_ports=tuple(ports[:brokers]), controller_ports=tuple(ports[brokers:]))
+    return KafkaCluster(
+        home=home, broker_ports=tuple(ports[:brokers]), controller_ports=tuple(ports[brokers:])
+    )

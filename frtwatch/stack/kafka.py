@@ -45,11 +45,21 @@ def ensure_jars() -> Path:
         raise StackError("Maven (mvn) is needed to fetch the Kafka jars: run scripts/bootstrap.sh")
     partial = libs.with_name("libs.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-           f"-DoutputDirectory={partial}", "-DincludeScope=runtime"]
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={partial}",
+        "-DincludeScope=runtime",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise StackError(f"fetching Kafka jars failed ({' '.join(cmd)}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        raise StackError(
+            f"fetching Kafka jars failed ({' '.join(cmd)}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
     shutil.rmtree(libs, ignore_errors=True)
     partial.rename(libs)
     marker.touch()
@@ -95,7 +105,7 @@ class KafkaCluster:
             "node.id": index + 1,
             "controller.quorum.voters": voters,
             "listeners": f"PLAINTEXT://127.0.0.1:{self.broker_ports[index]},"
-                         f"CONTROLLER://127.0.0.1:{self.controller_ports[index]}",
+            f"CONTROLLER://127.0.0.1:{self.controller_ports[index]}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.broker_ports[index]}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
@@ -118,8 +128,17 @@ class KafkaCluster:
         java = shutil.which("java")
         if java is None:
             raise StackError("Java is needed for Kafka: run scripts/bootstrap.sh")
-        return [java, HEAP, "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", f"{libs}/*", main, *args]
+        return [
+            java,
+            HEAP,
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            "-cp",
+            f"{libs}/*",
+            main,
+            *args,
+        ]
 
     def start(self, timeout: float = 90.0) -> None:
         """Start every node not running yet (formatting new storage), then wait until all
@@ -137,49 +156,62 @@ class KafkaCluster:
             config.parent.mkdir(parents=True, exist_ok=True)
             config.write_text(self._properties(index))
             if not (self._data_dir(index) / "meta.properties").exists():
-                fmt = self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config))
+                fmt = self._java(
+                    libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)
+                )
                 result = subprocess.run(fmt, capture_output=True, text=True, timeout=120)
                 if result.returncode != 0:
-                    raise StackError(f"formatting {node.name} storage failed:\n{result.stdout}{result.stderr}")
+                    raise StackError(
+                        f"formatting {node.name} storage failed:\n{result.stdout}{result.stderr}"
+                    )
             node.start(self._java(libs, "kafka.Kafka", str(config)))
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for node in self.nodes():
-            node.wait_until(self._all_brokers_up, max(1.0, deadline - time.monotonic()), "serving as a broker")
+            node.wait_until(
+                self._all_brokers_up, max(1.0, deadline - time.monotonic()), "serving as a broker"
+            )
 
     def _all_brokers_up(self) -> bool:
         from kafka import KafkaAdminClient
 
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=3000,
-                                 client_id="frtwatch-stack")
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=3000, client_id="frtwatch-stack"
+        )
         try:
             return len(admin.describe_cluster()["brokers"]) == self.size
         finally:
             admin.close()
 
     def create_topics(self, events_partitions: int) -> dict[str, int]:
-        """Create the contract topics that are missing; return name -> partition count."""
-        from kafka import KafkaAdminClient
-        from kafka.admin import NewTopic
-
-        partitions = {topics.EVENTS: events_partitions, topics.VIOLATIONS: 3, topics.DEADLETTER: 1}
-        replicas = min(3, self.size)
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id="frtwatch-stack")
-        try:
-            existing = set(admin.list_topics())
-            missing = [
-                NewTopic(name, count, replicas, topic_configs={"min.insync.replicas": str(2 if replicas >= 3 else 1)})
-                for name, count in partitions.items() if name not in existing
-            ]
-            if missing:
-                admin.create_topics(missing)
-            described = admin.describe_topics(list(partitions))
-        finally:
-            admin.close()
-        return {topic["name"]: len(topic["partitions"]) for topic in described}
+        return create_contract_topics(self.bootstrap_servers, events_partitions, replicas=min(3, self.size))
 
     def stop(self, timeout: float = 60.0) -> list[str]:
         """Stop every node (controlled shutdown); return the names that were running."""
         return stop_all(self.nodes(), timeout)
+
+
+def create_contract_topics(bootstrap_servers: str, events_partitions: int, replicas: int) -> dict[str, int]:
+    """Create the contract topics that are missing (idempotent); return name -> partitions.
+    With 3 replicas, min.insync.replicas is 2 so acks=all survives one broker down."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    partitions = {topics.EVENTS: events_partitions, topics.VIOLATIONS: 3, topics.DEADLETTER: 1}
+    config = {"min.insync.replicas": "2" if replicas >= 3 else "1"}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="frtwatch-stack")
+    try:
+        existing = set(admin.list_topics())
+        missing = [
+            NewTopic(name, count, replicas, topic_configs=config)
+            for name, count in partitions.items()
+            if name not in existing
+        ]
+        if missing:
+            admin.create_topics(missing)
+        described = admin.describe_topics(list(partitions))
+    finally:
+        admin.close()
+    return {topic["name"]: len(topic["partitions"]) for topic in described}

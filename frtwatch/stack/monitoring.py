@@ -63,13 +63,15 @@ class Prometheus:
                 "alertmanager:9093": f"127.0.0.1:{self.alertmanager_port}",
             }
             config_path.write_text(yaml.safe_dump(local_prometheus_config(targets), sort_keys=False))
-            self.process.start([
-                _binary("prometheus"),
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={self.home / 'data' / 'prometheus'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--web.enable-lifecycle",
-            ])
+            self.process.start(
+                [
+                    _binary("prometheus"),
+                    f"--config.file={config_path}",
+                    f"--storage.tsdb.path={self.home / 'data' / 'prometheus'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--web.enable-lifecycle",
+                ]
+            )
         self.process.wait_until(lambda: _ready(f"{self.url}/-/ready"), timeout, "ready")
 
 
@@ -88,11 +90,13 @@ class Alertmanager:
 
     def start(self, timeout: float = 30.0) -> None:
         if self.process.pid() is None:
-            self.process.start([
-                _binary("prometheus-alertmanager"),
-                f"--config.file={ALERTMANAGER_CONFIG}",
-                f"--storage.path={self.home / 'data' / 'alertmanager'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--cluster.listen-address=",  # a single instance: no gossip port
-            ])
+            self.process.start(
+                [
+                    _binary("prometheus-alertmanager"),
+                    f"--config.file={ALERTMANAGER_CONFIG}",
+                    f"--storage.path={self.home / 'data' / 'alertmanager'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--cluster.listen-address=",  # a single instance: no gossip port
+                ]
+            )
         self.process.wait_until(lambda: _ready(f"{self.url}/-/ready"), timeout, "ready")

@@ -1,5 +1,6 @@
 """Start, find and stop the stack's server processes, with a pid file and a log file each."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -54,8 +55,12 @@ class ManagedProcess:
             log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(argv)}\n".encode())
             log.flush()
             proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=cwd, start_new_session=True,
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                start_new_session=True,
             )
         self.pid_path.write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
         return proc.pid
@@ -79,16 +84,17 @@ class ManagedProcess:
         deadline = time.monotonic() + timeout
         while True:
             if self.pid() is None:
-                raise StackError(f"{self.name} exited while {what}; log {self.log_path}:\n{log_tail(self.log_path)}")
+                raise StackError(
+                    f"{self.name} exited while {what}; log {self.log_path}:\n{log_tail(self.log_path)}"
+                )
             try:
                 if check():
                     return
             except Exception:  # not up yet: connection refused and the like
                 pass
             if time.monotonic() > deadline:
-                raise StackError(
-                    f"{self.name} not {what} after {timeout:.0f}s; log {self.log_path}:\n{log_tail(self.log_path)}"
-                )
+                tail = log_tail(self.log_path)
+                raise StackError(f"{self.name} not {what} after {timeout:.0f}s; log {self.log_path}:\n{tail}")
             time.sleep(0.25)
 
 
@@ -129,10 +135,8 @@ def _alive(pid: int) -> bool:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _start_time(pid: int) -> str:
@@ -145,7 +149,5 @@ def _start_time(pid: int) -> str:
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass

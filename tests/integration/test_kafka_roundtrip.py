@@ -22,7 +22,9 @@ def test_every_example_event_round_trips_through_kafka(kafka: KafkaCluster) -> N
     sent = {}
     for raw in examples.values():
         event = decode_event(raw)
-        metadata = producer.send(topics.EVENTS, value=raw, key=topics.event_key(event.operator_id, event.device_id))
+        metadata = producer.send(
+            topics.EVENTS, value=raw, key=topics.event_key(event.operator_id, event.device_id)
+        )
         sent[event.event_id] = (event, metadata.get(timeout=30))
     producer.close()
 

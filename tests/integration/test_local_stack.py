@@ -17,16 +17,24 @@ from tests.services import free_ports, kafka_cluster
 
 
 def frtwatch(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "frtwatch", *args], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "frtwatch", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def stack_env(home: Path) -> dict[str, str]:
     kafka, controller, prometheus, alertmanager = free_ports(4)
     return {
-        "FRTWATCH_HOME": str(home), "FRTWATCH_KAFKA_PORT": str(kafka),
-        "FRTWATCH_KAFKA_CONTROLLER_PORT": str(controller), "FRTWATCH_PROMETHEUS_PORT": str(prometheus),
-        "FRTWATCH_ALERTMANAGER_PORT": str(alertmanager), "FRTWATCH_EVENTS_PARTITIONS": "4",
+        "FRTWATCH_HOME": str(home),
+        "FRTWATCH_KAFKA_PORT": str(kafka),
+        "FRTWATCH_KAFKA_CONTROLLER_PORT": str(controller),
+        "FRTWATCH_PROMETHEUS_PORT": str(prometheus),
+        "FRTWATCH_ALERTMANAGER_PORT": str(alertmanager),
+        "FRTWATCH_EVENTS_PARTITIONS": "4",
         "COLUMNS": "200",
     }
 

@@ -12,7 +12,9 @@ from contracts.artifacts import example_events
 EXAMPLES = [json.loads(raw) for raw in example_events().values()]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -40,6 +42,10 @@ def test_any_field_replaced_by_any_json_value(example: dict[str, object], field:
 
 @settings(max_examples=300)
 @given(st.sampled_from(EXAMPLES), st.dictionaries(st.text(min_size=1, max_size=10), json_values, max_size=3))
-def test_extra_fields_never_change_the_decoded_event(example: dict[str, object], extra: dict[str, object]) -> None:
+def test_extra_fields_never_change_the_decoded_event(
+    example: dict[str, object], extra: dict[str, object]
+) -> None:
     extra = {k: v for k, v in extra.items() if k not in example}
-    assert decode_event(json.dumps({**extra, **example}).encode()) == decode_event(json.dumps(example).encode())
+    assert decode_event(json.dumps({**extra, **example}).encode()) == decode_event(
+        json.dumps(example).encode()
+    )

@@ -12,7 +12,9 @@ FRTWATCH = [sys.executable, "-m", "frtwatch"]
 
 
 def run_validate(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([*FRTWATCH, "events", "validate", *args], input=stdin, capture_output=True, timeout=60)
+    return subprocess.run(
+        [*FRTWATCH, "events", "validate", *args], input=stdin, capture_output=True, timeout=60
+    )
 
 
 def test_every_example_is_ok_and_the_exit_code_is_zero(tmp_path: Path) -> None:

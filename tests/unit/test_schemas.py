@@ -29,8 +29,15 @@ def test_every_example_event_validates_against_the_schema(event_type: str) -> No
 def test_the_schema_rejects_what_the_decoder_rejects() -> None:
     event = json.loads(example_events()["device.registered"])
     validator = jsonschema.Draft202012Validator(schema("event.v1.json"))
-    for field, value in [("venue_type", "casino"), ("purposes", []), ("event_id", "x"), ("schema", "frt.v2"),
-                         ("occurred_at", "2026-11-21T08:00:00+08:00"), ("seq", -1), ("type", "unknown.type")]:
+    for field, value in [
+        ("venue_type", "casino"),
+        ("purposes", []),
+        ("event_id", "x"),
+        ("schema", "frt.v2"),
+        ("occurred_at", "2026-11-21T08:00:00+08:00"),
+        ("seq", -1),
+        ("type", "unknown.type"),
+    ]:
         assert not validator.is_valid({**event, field: value}), field
 
 
