@@ -1,0 +1,117 @@
+"""`frtwatch simulate`: a fleet's traffic to Kafka (or a file) at a steady rate, with the
+ground truth of what the processor must find."""
+
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from producers.fleet import FleetShape, Operator, build_fleet
+from producers.ground_truth import PACKS, GroundTruth
+from producers.plan import Message, TrafficPlan
+
+Progress = Callable[[int], None]  # called with the number of messages sent so far
+
+
+@dataclass(frozen=True)
+class Simulation:
+    seed: int = 1
+    shape: FleetShape = field(default_factory=FleetShape)
+    rate: float = 200.0
+    events: int = 2_000
+    start: datetime | None = None  # event time of message 0; default: now
+    mix: dict[str, float] | None = None
+    bad_share: float = 0.0
+
+
+@dataclass
+class Report:
+    sent: int = 0
+    elapsed_s: float = 0.0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    violations: Counter[str] = field(default_factory=Counter)  # by rule_id, all packs
+    delivery_failures: int = 0
+
+    @property
+    def achieved_rate(self) -> float:
+        return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def plan(sim: Simulation) -> tuple[list[Operator], TrafficPlan]:
+    fleet = build_fleet(sim.seed, sim.shape)
+    start = sim.start or datetime.now(UTC)
+    return fleet, TrafficPlan(fleet, seed=sim.seed, rate=sim.rate, start=start, mix=sim.mix,
+                              bad_share=sim.bad_share)
+
+
+def run(sim: Simulation, send: Callable[[Message], None], *, paced: bool, ground_truth: Path | None = None,
+        progress: Progress | None = None) -> Report:
+    """Generate and ``send`` every message, at ``sim.rate`` if ``paced``; write the ground
+    truth if asked. The messages are generated as they are sent (memory stays flat)."""
+    _, traffic = plan(sim)
+    truth = GroundTruth() if ground_truth else None
+    dead: list[dict[str, Any]] = []
+    report = Report()
+    began = time.perf_counter()
+    for index, message in enumerate(traffic.messages(sim.events)):
+        if paced:
+            ahead = began + index / sim.rate - time.perf_counter()
+            if ahead > 0.002:
+                time.sleep(ahead)
+        send(message)
+        if truth is not None:
+            if message.event is not None:
+                truth.feed(message.event)
+            if message.dead_letter is not None:
+                dead.append(_dead_letter_entry(message))
+        if message.dead_letter:
+            report.dead_letters[message.dead_letter] += 1
+        if progress is not None and index % 256 == 0:
+            progress(index)
+    report.sent = sim.events
+    report.elapsed_s = time.perf_counter() - began
+    if progress is not None:
+        progress(sim.events)
+    if truth is not None and ground_truth is not None:
+        violations = truth.finish()
+        report.violations.update(rule_id for _, rule_id, _ in violations)
+        _write_ground_truth(ground_truth, sim, violations, dead)
+    return report
+
+
+def _dead_letter_entry(message: Message) -> dict[str, Any]:
+    entry: dict[str, Any] = {"expect": "dead_letter", "kind": message.dead_letter,
+                             "value_sha256": hashlib.sha256(message.value).hexdigest()}
+    if message.event is not None:
+        entry["event_id"] = message.event["event_id"]
+    return entry
+
+
+def _write_ground_truth(path: Path, sim: Simulation, violations: list[tuple[str, str, str]],
+                        dead: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        _line(out, {"expect": "run", "seed": sim.seed, "events": sim.events, "packs": list(PACKS),
+                    "violations": len(violations), "dead_letters": len(dead)})
+        for pack, rule_id, event_id in violations:
+            _line(out, {"expect": "violation", "policy_pack": pack, "rule_id": rule_id, "event_id": event_id})
+        for entry in dead:
+            _line(out, entry)
+
+
+def _line(out: IO[str], entry: dict[str, Any]) -> None:
+    out.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def write_keys(path: Path, fleet: list[Operator]) -> None:
+    """The fleet's signing keys (hex), for a processor that verifies signatures."""
+    keys = {"devices": {d.device_id: d.key.hex() for op in fleet for d in op.devices},
+            "back_offices": {op.operator_id: op.key.hex() for op in fleet}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(keys, indent=2, sort_keys=True) + "\n")
+    path.chmod(0o600)
