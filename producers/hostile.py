@@ -20,7 +20,9 @@ def corrupt(kind: str, rng: random.Random, event: dict[str, Any], key: bytes | N
     if kind == "bad_utf8":
         return canonical_json({**event, "sig": None, "note": "x"}).replace(b'"note":"x"', b'"note":"\xff\xfe"')
     if kind == "wrong_type":
-        event[rng.choice(["operator_id", "seq", "occurred_at"])] = rng.choice([12345, ["a"], {"nested": True}])
+        name, wrong = rng.choice([("operator_id", 12345), ("seq", "7"), ("occurred_at", 1763712000), ("purpose", ["a"]),
+                                  ("subject_minor", "no"), ("site_id", {"nested": True})])
+        event[name] = wrong
     elif kind == "missing_field":
         del event[rng.choice(["occurred_at", "operator_id", "event_id", "device_id"])]
     elif kind == "unknown_type":
