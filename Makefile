@@ -1,5 +1,5 @@
 # The two set-up commands of the README. Both install what is missing first (scripts/bootstrap.sh).
-.PHONY: demo test down bootstrap schemas lint
+.PHONY: demo test down bootstrap schemas bench-producer
 
 bootstrap:
 	bash scripts/bootstrap.sh
@@ -17,3 +17,6 @@ down:
 
 schemas:
 	.venv/bin/frtwatch contracts schemas --write
+
+bench-producer: bootstrap
+	.venv/bin/python -m bench.producer_sdk

@@ -214,11 +214,19 @@ def simulate(
     misconfigured: Annotated[float, typer.Option(help="Share of devices with a defect.")] = 0.25,
     mix: Annotated[str | None, typer.Option(help="Scenario weights, e.g. 'recognition=60,entry=10'.")] = None,
     bad_share: Annotated[float, typer.Option(help="Share of malformed or hostile messages.")] = 0.0,
-    start_time: Annotated[str | None, typer.Option(help="Event time of the first message (RFC 3339).")] = None,
+    start_time: Annotated[
+        str | None, typer.Option(help="Event time of the first message (RFC 3339).")
+    ] = None,
     topic: Annotated[str | None, typer.Option(help="Kafka topic (default frt.events.v1).")] = None,
-    output: Annotated[Path | None, typer.Option(help="Write messages to this file, one per line, not Kafka.")] = None,
-    ground_truth: Annotated[Path | None, typer.Option(help="Write the expected violations here (JSON Lines).")] = None,
-    keys_file: Annotated[Path | None, typer.Option(help="Write the fleet's signing keys here (JSON).")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Write messages to this file, one per line, not Kafka.")
+    ] = None,
+    ground_truth: Annotated[
+        Path | None, typer.Option(help="Write the expected violations here (JSON Lines).")
+    ] = None,
+    keys_file: Annotated[
+        Path | None, typer.Option(help="Write the fleet's signing keys here (JSON).")
+    ] = None,
 ) -> None:
     """Simulate a fleet of devices and back offices, with the ground truth of its violations."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -226,15 +234,26 @@ def simulate(
     from contracts import topics
     from contracts.timestamps import parse_timestamp
     from producers.fleet import FleetShape
-    from producers.plan import Message, parse_mix
-    from producers.simulator import Simulation, plan, run, write_keys
+    from producers.plan import parse_mix
+    from producers.simulator import Simulation, plan, to_file, to_kafka, write_keys
 
     try:
         sim = Simulation(
-            seed=seed, rate=rate, bad_share=bad_share,
-            shape=FleetShape(operators=operators, sites=sites, devices=devices, subjects=subjects,
-                             misconfigured_share=misconfigured),
-            events=events if events is not None else round(rate * duration) if duration is not None else 2_000,
+            seed=seed,
+            rate=rate,
+            bad_share=bad_share,
+            shape=FleetShape(
+                operators=operators,
+                sites=sites,
+                devices=devices,
+                subjects=subjects,
+                misconfigured_share=misconfigured,
+            ),
+            events=events
+            if events is not None
+            else round(rate * duration)
+            if duration is not None
+            else 2_000,
             start=parse_timestamp(start_time) if start_time else None,
             mix=parse_mix(mix) if mix else None,
         )
@@ -243,8 +262,13 @@ def simulate(
         raise typer.Exit(2) from None
     if keys_file:
         write_keys(keys_file, plan(sim)[0])
-    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]:>8.0f} msg/s"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.0f} msg/s"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=errors) as progress:
         task = progress.add_task("simulating", total=sim.events, rate=0.0)
         began = time.perf_counter()
@@ -254,41 +278,33 @@ def simulate(
             progress.update(task, completed=done, rate=done / elapsed if elapsed else 0.0)
 
         if output is not None:
-            with output.open("wb") as sink:
-                report = run(sim, lambda m: sink.write(m.value + b"\n"), paced=False,
-                             ground_truth=ground_truth, progress=advance)
+            report = to_file(sim, output, ground_truth=ground_truth, progress=advance)
         else:
-            from kafka import KafkaProducer
-
-            from producers.sender import BoundedSender, producer_settings
-
-            settings = _settings()
-            producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers,
-                                     **producer_settings(client_id="frtwatch-simulator"))
-            sender = BoundedSender(producer, topic or topics.EVENTS)
-
-            def send(message: Message) -> None:
-                sender.send(message.key, message.value)
-
-            try:
-                report = run(sim, send, paced=True, ground_truth=ground_truth, progress=advance)
-                sender.flush(timeout=60)
-            finally:
-                producer.close(timeout=30)
-            report.delivery_failures = sender.failed
+            report = to_kafka(
+                sim,
+                _settings().bootstrap_servers,
+                topic or topics.EVENTS,
+                ground_truth=ground_truth,
+                progress=advance,
+            )
     _print_simulation(sim, report, paced=output is None)
     raise typer.Exit(1 if report.delivery_failures else 0)
 
 
 def _print_simulation(sim: "Simulation", report: "Report", paced: bool) -> None:
-    summary = {"messages": f"{report.sent:,}", "elapsed": f"{report.elapsed_s:.1f} s",
-               "achieved rate": f"{report.achieved_rate:,.0f} msg/s"}
+    summary = {
+        "messages": f"{report.sent:,}",
+        "elapsed": f"{report.elapsed_s:.1f} s",
+        "achieved rate": f"{report.achieved_rate:,.0f} msg/s",
+    }
     if paced:
         deviation = (report.achieved_rate - sim.rate) / sim.rate * 100
         summary["achieved rate"] += f" (asked {sim.rate:,.0f}, {deviation:+.1f}%)"
     if report.delivery_failures:
         summary["delivery failures"] = f"[red]{report.delivery_failures}[/]"
-    summary["expected dead letters"] = ", ".join(f"{k} {v}" for k, v in sorted(report.dead_letters.items())) or "0"
+    summary["expected dead letters"] = (
+        ", ".join(f"{k} {v}" for k, v in sorted(report.dead_letters.items())) or "0"
+    )
     if report.violations:
         summary["expected violations"] = ", ".join(f"{k} {v}" for k, v in sorted(report.violations.items()))
     _print_summary("simulation", summary)

@@ -42,12 +42,22 @@ class EventEmitter:
         if seq_file is not None and device_id is None:
             raise ValueError("seq numbers a device's events: seq_file needs a device_id")
         self._seq = SeqCounter(seq_file) if seq_file is not None else None
-        self.builder = EventBuilder(operator_id=operator_id, site_id=site_id, device_id=device_id, key=key,
-                                    seq=self._seq.next if self._seq else None)
+        self.builder = EventBuilder(
+            operator_id=operator_id,
+            site_id=site_id,
+            device_id=device_id,
+            key=key,
+            seq=self._seq.next if self._seq else None,
+        )
         self._message_key = topics.event_key(operator_id, device_id)
         producer = KafkaProducer(bootstrap_servers=bootstrap_servers, **producer_settings(**producer_config))
-        self.sender = BoundedSender(producer, topic, max_pending_bytes=max_pending_bytes, max_block_s=max_block_s,
-                                    on_delivery=on_delivery)
+        self.sender = BoundedSender(
+            producer,
+            topic,
+            max_pending_bytes=max_pending_bytes,
+            max_block_s=max_block_s,
+            on_delivery=on_delivery,
+        )
 
     def emit(self, event_type: str, **fields: Any) -> str:
         """Validate, sign and send one event; return its event_id. Blocks while the buffer is full."""

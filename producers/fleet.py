@@ -12,17 +12,25 @@ from dataclasses import dataclass, field
 from typing import Any, get_args
 
 from contracts.vocabulary import VenueType
+from producers.ground_truth import LISTED_VENUES
 from producers.pseudonym import subject_ref
 
-LISTED_VENUES = ("hotel", "bank", "railway_station", "airport", "sports_venue", "exhibition_hall", "museum",
-                 "art_gallery", "library")
-UNLISTED_VENUES = tuple(v for v in get_args(VenueType) if v not in LISTED_VENUES and v != "public_space")
+LISTED = sorted(LISTED_VENUES)
+UNLISTED_VENUES = [v for v in get_args(VenueType) if v not in LISTED_VENUES and v != "public_space"]
 CONSENTED_PURPOSES = ["access_control", "payment", "identity_verification", "attendance"]
 
 # What a misconfigured device gets wrong. "mandated" is the legal-mandate exception: it looks
 # like sole_entry but is required by law, so it must not fire.
-DEFECTS = ("private_place", "no_signage", "public_purpose", "sole_entry", "venue_coercion",
-           "venue_coercion_unlisted", "remote_storage", "mandated")
+DEFECTS = (
+    "private_place",
+    "no_signage",
+    "public_purpose",
+    "sole_entry",
+    "venue_coercion",
+    "venue_coercion_unlisted",
+    "remote_storage",
+    "mandated",
+)
 
 # Registry profiles, cycled over operators: stays under both thresholds; crosses the draft's
 # 10,000 unfiled; crosses the final 100,000 and filed in time; crosses 100,000 unfiled.
@@ -90,22 +98,39 @@ def build_fleet(seed: int, shape: FleetShape) -> list[Operator]:
     index = 0
     for o in range(shape.operators):
         operator_id = f"op-{o:03d}"
-        operator = Operator(operator_id, derive_key(seed, operator_id), derive_key(seed, f"{operator_id}/subjects"),
-                            REGISTRY_PROFILES[o % len(REGISTRY_PROFILES)])
+        operator = Operator(
+            operator_id,
+            derive_key(seed, operator_id),
+            derive_key(seed, f"{operator_id}/subjects"),
+            REGISTRY_PROFILES[o % len(REGISTRY_PROFILES)],
+        )
         for s in range(shape.sites):
             site_id = f"{operator_id}-site-{s:02d}"
-            venue = rng.choice(LISTED_VENUES if s % 2 == 0 else UNLISTED_VENUES)
+            venue = rng.choice(LISTED if s % 2 == 0 else UNLISTED_VENUES)
             for d in range(shape.devices):
                 device_id = f"{site_id}-dev-{d:02d}"
                 defect = next(defects) if index in misconfigured else None
                 registration = _registration(rng, venue, defect)
-                operator.devices.append(Device(device_id, operator_id, site_id, derive_key(seed, device_id),
-                                               registration, defect, registered=index not in unregistered))
+                operator.devices.append(
+                    Device(
+                        device_id,
+                        operator_id,
+                        site_id,
+                        derive_key(seed, device_id),
+                        registration,
+                        defect,
+                        registered=index not in unregistered,
+                    )
+                )
                 index += 1
         for n in range(shape.subjects):
             minor = rng.random() < shape.minor_share
             consent = rng.choices(["all", "none", "other_purpose"], weights=[75, 15, 10])[0]
-            kind = ("guardian" if rng.random() < 0.5 else "separate") if minor else rng.choice(["separate", "written"])
+            kind = (
+                ("guardian" if rng.random() < 0.5 else "separate")
+                if minor
+                else rng.choice(["separate", "written"])
+            )
             ref = subject_ref(f"{operator_id}/person-{n:06d}", operator.secret)
             operator.subjects.append(Subject(ref, operator_id, minor, consent, kind))
         operators.append(operator)
@@ -116,21 +141,40 @@ def _registration(rng: random.Random, venue: str, defect: str | None) -> dict[st
     """A clean configuration for the venue, then the defect applied on top."""
     template = rng.choice(["entrance", "counter", "checkout", "street"])
     config: dict[str, Any] = {
-        "venue_type": venue, "location_type": template, "public_place": False, "signage": True,
-        "alternatives": ["card", "staff"], "legal_mandate": None, "storage": "device",
-        "purposes": {"entrance": ["access_control"], "counter": ["identity_verification"],
-                     "checkout": ["payment"], "street": ["public_safety"]}[template],
+        "venue_type": venue,
+        "location_type": template,
+        "public_place": False,
+        "signage": True,
+        "alternatives": ["card", "staff"],
+        "legal_mandate": None,
+        "storage": "device",
+        "purposes": {
+            "entrance": ["access_control"],
+            "counter": ["identity_verification"],
+            "checkout": ["payment"],
+            "street": ["public_safety"],
+        }[template],
     }
     if template == "street":
         config.update(venue_type="public_space", public_place=True, alternatives=[])
     if template == "counter":
         config["alternatives"] = ["id_document", "staff"]
     if defect == "private_place":
-        config.update(location_type="hotel_room" if venue == "hotel" else rng.choice(
-            ["public_bathroom", "changing_room", "toilet"]), purposes=["access_control"])
+        config.update(
+            location_type="hotel_room"
+            if venue == "hotel"
+            else rng.choice(["public_bathroom", "changing_room", "toilet"]),
+            purposes=["access_control"],
+        )
     elif defect == "no_signage":
-        config.update(location_type="street", venue_type="public_space", public_place=True, signage=False,
-                      purposes=["public_safety"], alternatives=[])
+        config.update(
+            location_type="street",
+            venue_type="public_space",
+            public_place=True,
+            signage=False,
+            purposes=["public_safety"],
+            alternatives=[],
+        )
     elif defect == "public_purpose":
         config.update(location_type="lobby", public_place=True, purposes=["public_safety", "marketing"])
     elif defect in ("sole_entry", "mandated"):
@@ -138,11 +182,19 @@ def _registration(rng: random.Random, venue: str, defect: str | None) -> dict[st
         if defect == "mandated":
             config["legal_mandate"] = "simulated statutory mandate #001"
     elif defect == "venue_coercion":
-        config.update(venue_type=rng.choice(LISTED_VENUES), location_type="counter",
-                      purposes=["identity_verification"], alternatives=[])
+        config.update(
+            venue_type=rng.choice(LISTED),
+            location_type="counter",
+            purposes=["identity_verification"],
+            alternatives=[],
+        )
     elif defect == "venue_coercion_unlisted":
-        config.update(venue_type=rng.choice(UNLISTED_VENUES), location_type="counter",
-                      purposes=["identity_verification"], alternatives=[])
+        config.update(
+            venue_type=rng.choice(UNLISTED_VENUES),
+            location_type="counter",
+            purposes=["identity_verification"],
+            alternatives=[],
+        )
     elif defect == "remote_storage":
         config["storage"] = rng.choice(["server", "cloud"])
     return config

@@ -16,15 +16,33 @@ from contracts.timestamps import parse_timestamp
 
 DRAFT, FINAL = "cn-cac-2023-draft", "cn-cac-2025"
 PACKS = (DRAFT, FINAL)
-LISTED_VENUES = {"hotel", "bank", "railway_station", "airport", "sports_venue", "exhibition_hall", "museum",
-                 "art_gallery", "library"}
+LISTED_VENUES = {
+    "hotel",
+    "bank",
+    "railway_station",
+    "airport",
+    "sports_venue",
+    "exhibition_hall",
+    "museum",
+    "art_gallery",
+    "library",
+}
 PRIVATE_PLACES = {"hotel_room", "public_bathroom", "changing_room", "toilet"}
 SENSITIVE = {"race", "ethnicity", "religion", "health", "social_class"}
 INFERENCE_EXEMPT_BASES = {"public_safety", "national_security", "emergency"}
 FILING_THRESHOLD = {DRAFT: 10_000, FINAL: 100_000}
 FILING_WORKING_DAYS = 30
-DEVICE_FACTS = ("site_id", "venue_type", "location_type", "public_place", "purposes", "signage", "alternatives",
-                "legal_mandate", "storage")
+DEVICE_FACTS = (
+    "site_id",
+    "venue_type",
+    "location_type",
+    "public_place",
+    "purposes",
+    "signage",
+    "alternatives",
+    "legal_mandate",
+    "storage",
+)
 # Events are replayed in event-time order; the simulator never sends one later than this
 # after events that occurred after it.
 REORDER_WINDOW = timedelta(seconds=120)
@@ -42,8 +60,11 @@ class _Consent:
     withdrawn_at: datetime | None = None
 
     def valid_at(self, moment: datetime) -> bool:
-        return (self.granted_at <= moment and (self.expires_at is None or moment < self.expires_at)
-                and (self.withdrawn_at is None or moment < self.withdrawn_at))
+        return (
+            self.granted_at <= moment
+            and (self.expires_at is None or moment < self.expires_at)
+            and (self.withdrawn_at is None or moment < self.withdrawn_at)
+        )
 
 
 def working_days_after(start: datetime, days: int) -> datetime:
@@ -103,15 +124,21 @@ class GroundTruth:
             return True
         subject = event.get("subject_ref")
         return subject is not None and any(
-            c.minor and c.granted_at <= moment for c in self._consents[(event["operator_id"], subject)])
+            c.minor and c.granted_at <= moment for c in self._consents[(event["operator_id"], subject)]
+        )
 
     # -- judging, in event-time order ----------------------------------------------------------
 
     def _judge(self, moment: datetime, event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "consent.granted":
-            consent = _Consent(moment, set(event["purposes"]), event["kind"], event["subject_minor"],
-                               parse_timestamp(event["expires_at"]) if event["expires_at"] else None)
+            consent = _Consent(
+                moment,
+                set(event["purposes"]),
+                event["kind"],
+                event["subject_minor"],
+                parse_timestamp(event["expires_at"]) if event["expires_at"] else None,
+            )
             self._consents[(event["operator_id"], event["subject_ref"])].append(consent)
             self._consent_by_id[(event["operator_id"], event["consent_id"])] = consent
             return
@@ -154,9 +181,15 @@ class GroundTruth:
         if no_alternative and "access_control" in event["purposes"] and event["location_type"] == "entrance":
             self._fire("FRT-SOLE-ENTRY-METHOD", event)
         if no_alternative and "identity_verification" in event["purposes"]:
-            self._fire("FRT-VENUE-COERCION", event, (DRAFT, FINAL) if event["venue_type"] in LISTED_VENUES else (FINAL,))
+            self._fire(
+                "FRT-VENUE-COERCION",
+                event,
+                (DRAFT, FINAL) if event["venue_type"] in LISTED_VENUES else (FINAL,),
+            )
 
-    def _judge_recognition(self, moment: datetime, event: dict[str, Any], device: dict[str, Any] | None) -> None:
+    def _judge_recognition(
+        self, moment: datetime, event: dict[str, Any], device: dict[str, Any] | None
+    ) -> None:
         if device is not None and device["location_type"] in PRIVATE_PLACES:
             self._fire("FRT-PROHIBITED-LOCATION", event)
         if event["purpose"] == "identity_verification" and event["verification_channel"] in ("local", "none"):
@@ -164,24 +197,39 @@ class GroundTruth:
         valid = self._valid(event, moment)
         covering = [c for c in valid if event["purpose"] in c.purposes]
         separate = any(c.kind in ("separate", "guardian") for c in covering)
-        if device is not None and device["public_place"] and set(device["purposes"]) - {"public_safety"} \
-                and event["purpose"] != "public_safety" and not separate:
+        if (
+            device is not None
+            and device["public_place"]
+            and set(device["purposes"]) - {"public_safety"}
+            and event["purpose"] != "public_safety"
+            and not separate
+        ):
             self._fire("FRT-PUBLIC-PLACE-PURPOSE", event)
         if event["subject_ref"] is None:
             return
         if event["legal_basis"] in ("consent", "none") and not covering:
             self._fire("FRT-PURPOSE-MISMATCH" if valid else "FRT-CONSENT-MISSING", event)
-        if event["legal_basis"] != "law" and self._is_minor(event, moment) \
-                and not any(c.kind == "guardian" for c in covering):
+        if (
+            event["legal_basis"] != "law"
+            and self._is_minor(event, moment)
+            and not any(c.kind == "guardian" for c in covering)
+        ):
             self._fire("FRT-MINOR-NO-GUARDIAN", event)
-        if device is not None and device["storage"] in ("server", "cloud") and device["legal_mandate"] is None \
-                and not separate:
+        if (
+            device is not None
+            and device["storage"] in ("server", "cloud")
+            and device["legal_mandate"] is None
+            and not separate
+        ):
             self._fire("FRT-REMOTE-STORAGE", event, (FINAL,))
 
     def _judge_inference(self, moment: datetime, event: dict[str, Any]) -> None:
         attributes = {attribute.lower() for attribute in event["attributes"]}
-        if attributes & SENSITIVE and event["legal_basis"] not in INFERENCE_EXEMPT_BASES \
-                and not self._valid(event, moment):
+        if (
+            attributes & SENSITIVE
+            and event["legal_basis"] not in INFERENCE_EXEMPT_BASES
+            and not self._valid(event, moment)
+        ):
             self._fire("FRT-SENSITIVE-INFERENCE", event)
 
     def _judge_media(self, moment: datetime, event: dict[str, Any], device: dict[str, Any] | None) -> None:
@@ -192,15 +240,22 @@ class GroundTruth:
                 self._fire("FRT-RAW-RETENTION", event)
         off_device = device is None or device["storage"] in ("server", "cloud")
         mandated = device is not None and device["legal_mandate"] is not None
-        if off_device and event["kind"] != "anonymized" and not mandated \
-                and not any(c.kind in ("separate", "guardian") for c in valid):
+        if (
+            off_device
+            and event["kind"] != "anonymized"
+            and not mandated
+            and not any(c.kind in ("separate", "guardian") for c in valid)
+        ):
             self._fire("FRT-REMOTE-STORAGE", event, (FINAL,))
 
     def _judge_entry(self, event: dict[str, Any], device: dict[str, Any]) -> None:
         if event["face_refused"] and event["outcome"] == "denied" and device["legal_mandate"] is None:
             self._fire("FRT-SOLE-ENTRY-METHOD", event)
-            self._fire("FRT-VENUE-COERCION", event,
-                       (DRAFT, FINAL) if device["venue_type"] in LISTED_VENUES else (FINAL,))
+            self._fire(
+                "FRT-VENUE-COERCION",
+                event,
+                (DRAFT, FINAL) if device["venue_type"] in LISTED_VENUES else (FINAL,),
+            )
 
     def _judge_snapshot(self, moment: datetime, event: dict[str, Any]) -> None:
         for pack, threshold in FILING_THRESHOLD.items():

@@ -8,8 +8,19 @@ from typing import Any
 from contracts import canonical_json, signature
 
 # seq_gap and replayed_event_id are made by the plan (they need a device's history).
-KINDS = ("not_json", "bad_utf8", "wrong_type", "missing_field", "unknown_type", "wrong_schema", "oversized",
-         "bad_signature", "future_timestamp", "replayed_event_id", "seq_gap")
+KINDS = (
+    "not_json",
+    "bad_utf8",
+    "wrong_type",
+    "missing_field",
+    "unknown_type",
+    "wrong_schema",
+    "oversized",
+    "bad_signature",
+    "future_timestamp",
+    "replayed_event_id",
+    "seq_gap",
+)
 
 
 def corrupt(kind: str, rng: random.Random, event: dict[str, Any], key: bytes | None) -> bytes:
@@ -18,10 +29,20 @@ def corrupt(kind: str, rng: random.Random, event: dict[str, Any], key: bytes | N
     if kind == "not_json":
         return b'{"schema": "frt.v1", "event_id": ' + str(rng.getrandbits(32)).encode() + b", oops"
     if kind == "bad_utf8":
-        return canonical_json({**event, "sig": None, "note": "x"}).replace(b'"note":"x"', b'"note":"\xff\xfe"')
+        return canonical_json({**event, "sig": None, "note": "x"}).replace(
+            b'"note":"x"', b'"note":"\xff\xfe"'
+        )
     if kind == "wrong_type":
-        name, wrong = rng.choice([("operator_id", 12345), ("seq", "7"), ("occurred_at", 1763712000), ("purpose", ["a"]),
-                                  ("subject_minor", "no"), ("site_id", {"nested": True})])
+        name, wrong = rng.choice(
+            [
+                ("operator_id", 12345),
+                ("seq", "7"),
+                ("occurred_at", 1763712000),
+                ("purpose", ["a"]),
+                ("subject_minor", "no"),
+                ("site_id", {"nested": True}),
+            ]
+        )
         event[name] = wrong
     elif kind == "missing_field":
         del event[rng.choice(["occurred_at", "operator_id", "event_id", "device_id"])]

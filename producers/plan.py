@@ -23,9 +23,26 @@ from producers import hostile
 from producers.builder import EventBuilder
 from producers.fleet import CONSENTED_PURPOSES, Device, Operator, Subject
 
-SCENARIOS = ("recognition", "inference", "media", "entry", "consent", "unregistered", "reregistration", "registry")
-DEFAULT_MIX = {"recognition": 55, "inference": 8, "media": 8, "entry": 12, "consent": 10, "unregistered": 2,
-               "reregistration": 3, "registry": 0.5}
+SCENARIOS = (
+    "recognition",
+    "inference",
+    "media",
+    "entry",
+    "consent",
+    "unregistered",
+    "reregistration",
+    "registry",
+)
+DEFAULT_MIX = {
+    "recognition": 55,
+    "inference": 8,
+    "media": 8,
+    "entry": 12,
+    "consent": 10,
+    "unregistered": 2,
+    "reregistration": 3,
+    "registry": 0.5,
+}
 SENSITIVE_ATTRIBUTES = ("ethnicity", "race", "religion", "health", "social_class")
 
 
@@ -69,8 +86,16 @@ def parse_mix(text: str) -> dict[str, float]:
 
 
 class TrafficPlan:
-    def __init__(self, fleet: list[Operator], *, seed: int, rate: float, start: datetime,
-                 mix: dict[str, float] | None = None, bad_share: float = 0.0) -> None:
+    def __init__(
+        self,
+        fleet: list[Operator],
+        *,
+        seed: int,
+        rate: float,
+        start: datetime,
+        mix: dict[str, float] | None = None,
+        bad_share: float = 0.0,
+    ) -> None:
         self.rng = random.Random(seed ^ 0x5EED)
         self.fleet, self.rate, self.start, self.bad_share = fleet, rate, start, bad_share
         weights = mix or DEFAULT_MIX
@@ -82,16 +107,27 @@ class TrafficPlan:
         self._consent_ids = itertools.count()
         self._recent: deque[Message] = deque(maxlen=200)
         self._seqs = {d.device_id: _DeviceSeq() for op in fleet for d in op.devices}
-        self._builders = {d.device_id: EventBuilder(operator_id=d.operator_id, site_id=d.site_id,
-                                                    device_id=d.device_id, key=d.key, seq=self._seqs[d.device_id])
-                          for op in fleet for d in op.devices}
-        self._back_offices = {op.operator_id: EventBuilder(operator_id=op.operator_id, key=op.key) for op in fleet}
+        self._builders = {
+            d.device_id: EventBuilder(
+                operator_id=d.operator_id,
+                site_id=d.site_id,
+                device_id=d.device_id,
+                key=d.key,
+                seq=self._seqs[d.device_id],
+            )
+            for op in fleet
+            for d in op.devices
+        }
+        self._back_offices = {
+            op.operator_id: EventBuilder(operator_id=op.operator_id, key=op.key) for op in fleet
+        }
         self._registrations = {d.device_id: dict(d.registration) for op in fleet for d in op.devices}
         self._standing_consent: dict[str, str] = {}
         self._registered = {op.operator_id: [d for d in op.devices if d.registered] for op in fleet}
         self._unregistered = [d for op in fleet for d in op.devices if not d.registered]
-        self._no_consent = {op.operator_id: [s for s in op.subjects if s.consent == "none"] or op.subjects
-                            for op in fleet}
+        self._no_consent = {
+            op.operator_id: [s for s in op.subjects if s.consent == "none"] or op.subjects for op in fleet
+        }
         self._history()
 
     # -- the stream ----------------------------------------------------------------------------
@@ -111,8 +147,12 @@ class TrafficPlan:
 
     def _emit(self, spec: _Spec, slot: int, **overrides: Any) -> Message:
         occurred = spec.occurred_at or self.slot_time(slot)
-        event, wire = spec.builder.build(spec.event_type, occurred_at=format_timestamp(occurred),
-                                         event_id=self._uuid(), **{**spec.payload, **overrides})
+        event, wire = spec.builder.build(
+            spec.event_type,
+            occurred_at=format_timestamp(occurred),
+            event_id=self._uuid(),
+            **{**spec.payload, **overrides},
+        )
         message = Message(topics.event_key(event["operator_id"], event["device_id"]), wire, event)
         self._recent.append(message)
         return message
@@ -129,8 +169,16 @@ class TrafficPlan:
         day_before = self.start - timedelta(days=1)
         for op in self.fleet:
             for device in self._registered[op.operator_id]:
-                self._push(0, 0, _Spec(self._builders[device.device_id], "device.registered",
-                                       self._registrations[device.device_id], day_before))
+                self._push(
+                    0,
+                    0,
+                    _Spec(
+                        self._builders[device.device_id],
+                        "device.registered",
+                        self._registrations[device.device_id],
+                        day_before,
+                    ),
+                )
         for op in self.fleet:
             for subject in op.subjects:
                 if subject.consent != "none":
@@ -163,29 +211,63 @@ class TrafficPlan:
         device = self.rng.choice(self._registered[op.operator_id])
         subject = self.rng.choice(op.subjects) if self.rng.random() < 0.8 else None
         sensitive = self.rng.random() < 0.35
-        attributes = ["age", self.rng.choice(SENSITIVE_ATTRIBUTES)] if sensitive else self.rng.choice(
-            [["age", "gender"], ["emotion"], ["age"]])
+        attributes = (
+            ["age", self.rng.choice(SENSITIVE_ATTRIBUTES)]
+            if sensitive
+            else self.rng.choice([["age", "gender"], ["emotion"], ["age"]])
+        )
         basis = "public_safety" if self.rng.random() < 0.2 else "consent"
-        self._push(slot, 0, _Spec(self._builders[device.device_id], "attributes.inferred", {
-            "subject_ref": subject.ref if subject else None, "attributes": attributes, "legal_basis": basis,
-            "consent_id": self._standing_consent.get(subject.ref) if subject and basis == "consent" else None}))
+        self._push(
+            slot,
+            0,
+            _Spec(
+                self._builders[device.device_id],
+                "attributes.inferred",
+                {
+                    "subject_ref": subject.ref if subject else None,
+                    "attributes": attributes,
+                    "legal_basis": basis,
+                    "consent_id": self._standing_consent.get(subject.ref)
+                    if subject and basis == "consent"
+                    else None,
+                },
+            ),
+        )
 
     def _scenario_media(self, slot: int, op: Operator) -> None:
         device = self.rng.choice(self._registered[op.operator_id])
         subject = self.rng.choice(op.subjects)
         media_id = f"media-{self._uuid()[:13]}"
         basis = "law" if self.rng.random() < 0.15 else "consent"
-        builder = self._builders[device.device_id] if self.rng.random() < 0.8 else self._back_offices[op.operator_id]
-        self._push(slot, 0, _Spec(builder, "media.retained", {
-            "media_id": media_id, "subject_ref": subject.ref,
-            "kind": self.rng.choice(["raw_image", "video", "face_template", "anonymized"]),
-            "legal_basis": basis, "consent_id": self._standing_consent.get(subject.ref) if basis == "consent" else None,
-            "retention_days": self.rng.choice([None, 7, 30])}))
+        builder = (
+            self._builders[device.device_id]
+            if self.rng.random() < 0.8
+            else self._back_offices[op.operator_id]
+        )
+        self._push(
+            slot,
+            0,
+            _Spec(
+                builder,
+                "media.retained",
+                {
+                    "media_id": media_id,
+                    "subject_ref": subject.ref,
+                    "kind": self.rng.choice(["raw_image", "video", "face_template", "anonymized"]),
+                    "legal_basis": basis,
+                    "consent_id": self._standing_consent.get(subject.ref) if basis == "consent" else None,
+                    "retention_days": self.rng.choice([None, 7, 30]),
+                },
+            ),
+        )
         self._push(slot, 2.0, _Spec(builder, "media.deleted", {"media_id": media_id}))
 
     def _scenario_entry(self, slot: int, op: Operator) -> None:
-        gates = [d for d in self._registered[op.operator_id]
-                 if {"access_control", "identity_verification"} & set(self._registrations[d.device_id]["purposes"])]
+        gates = [
+            d
+            for d in self._registered[op.operator_id]
+            if {"access_control", "identity_verification"} & set(self._registrations[d.device_id]["purposes"])
+        ]
         if not gates:
             self._scenario_recognition(slot, op)
             return
@@ -197,9 +279,21 @@ class TrafficPlan:
         else:
             method, outcome = "face", "granted"
         subject = self.rng.choice(op.subjects) if not refused else None
-        self._push(slot, 0, _Spec(self._builders[device.device_id], "entry.attempted", {
-            "subject_ref": subject.ref if subject else None, "methods_offered": ["face", *alternatives],
-            "method_used": method, "face_refused": refused, "outcome": outcome}))
+        self._push(
+            slot,
+            0,
+            _Spec(
+                self._builders[device.device_id],
+                "entry.attempted",
+                {
+                    "subject_ref": subject.ref if subject else None,
+                    "methods_offered": ["face", *alternatives],
+                    "method_used": method,
+                    "face_refused": refused,
+                    "outcome": outcome,
+                },
+            ),
+        )
 
     def _scenario_consent(self, slot: int, op: Operator) -> None:
         subject = self.rng.choice(self._no_consent[op.operator_id])
@@ -216,15 +310,24 @@ class TrafficPlan:
             self._push(slot, 3.0, grant)
             return
         expires = now + timedelta(seconds=2) if story == "expiry" else None
-        grant = self._grant(op, subject, [device.purpose] if story != "grant" else CONSENTED_PURPOSES, None, expires)
+        grant = self._grant(
+            op, subject, [device.purpose] if story != "grant" else CONSENTED_PURPOSES, None, expires
+        )
         consent_id = grant.payload["consent_id"]
         self._push(slot, 0, grant)
         self._push(slot, 0.3, self._recognition(op, device, subject, consent_id))
         if story == "expiry":
             self._push(slot, 4.0, self._recognition(op, device, subject, consent_id))
         elif story == "withdrawal":
-            self._push(slot, 1.0, _Spec(self._back_offices[op.operator_id], "consent.withdrawn",
-                                        {"consent_id": consent_id, "subject_ref": subject.ref}))
+            self._push(
+                slot,
+                1.0,
+                _Spec(
+                    self._back_offices[op.operator_id],
+                    "consent.withdrawn",
+                    {"consent_id": consent_id, "subject_ref": subject.ref},
+                ),
+            )
             self._push(slot, 2.0, self._recognition(op, device, subject, consent_id))
 
     def _scenario_reregistration(self, slot: int, op: Operator) -> None:
@@ -240,8 +343,9 @@ class TrafficPlan:
 
     # -- event makers --------------------------------------------------------------------------
 
-    def _recognition(self, op: Operator, device: Device, subject: Subject | None = None,
-                     consent_id: str | None = None) -> _Spec:
+    def _recognition(
+        self, op: Operator, device: Device, subject: Subject | None = None, consent_id: str | None = None
+    ) -> _Spec:
         purpose = self._registrations[device.device_id]["purposes"][0]
         if subject is None and purpose == "public_safety":
             subject = self.rng.choice(op.subjects) if self.rng.random() < 0.4 else None
@@ -255,29 +359,63 @@ class TrafficPlan:
         channel = "local"
         if purpose == "identity_verification":
             channel = "local" if self.rng.random() < 0.2 else "national_population_db"
-        return _Spec(self._builders[device.device_id], "recognition.performed", {
-            "subject_ref": subject.ref if subject else None, "purpose": purpose,
-            "mode": "identify_1toN" if purpose == "public_safety" else "verify_1to1", "legal_basis": basis,
-            "consent_id": consent_id,
-            "subject_minor": (subject.minor if self.rng.random() < 0.7 else None) if subject else None,
-            "verification_channel": channel})
+        return _Spec(
+            self._builders[device.device_id],
+            "recognition.performed",
+            {
+                "subject_ref": subject.ref if subject else None,
+                "purpose": purpose,
+                "mode": "identify_1toN" if purpose == "public_safety" else "verify_1to1",
+                "legal_basis": basis,
+                "consent_id": consent_id,
+                "subject_minor": (subject.minor if self.rng.random() < 0.7 else None) if subject else None,
+                "verification_channel": channel,
+            },
+        )
 
-    def _grant(self, op: Operator, subject: Subject, purposes: list[str], occurred_at: datetime | None,
-               expires_at: datetime | None = None) -> _Spec:
-        return _Spec(self._back_offices[op.operator_id], "consent.granted", {
-            "consent_id": f"consent-{op.operator_id}-{next(self._consent_ids):07d}", "subject_ref": subject.ref,
-            "purposes": purposes, "kind": subject.consent_kind, "subject_minor": subject.minor,
-            "guardian_ref": f"guardian-of-{subject.ref[4:16]}" if subject.consent_kind == "guardian" else None,
-            "expires_at": format_timestamp(expires_at) if expires_at else None}, occurred_at)
+    def _grant(
+        self,
+        op: Operator,
+        subject: Subject,
+        purposes: list[str],
+        occurred_at: datetime | None,
+        expires_at: datetime | None = None,
+    ) -> _Spec:
+        return _Spec(
+            self._back_offices[op.operator_id],
+            "consent.granted",
+            {
+                "consent_id": f"consent-{op.operator_id}-{next(self._consent_ids):07d}",
+                "subject_ref": subject.ref,
+                "purposes": purposes,
+                "kind": subject.consent_kind,
+                "subject_minor": subject.minor,
+                "guardian_ref": f"guardian-of-{subject.ref[4:16]}"
+                if subject.consent_kind == "guardian"
+                else None,
+                "expires_at": format_timestamp(expires_at) if expires_at else None,
+            },
+            occurred_at,
+        )
 
     def _snapshot(self, op: Operator, occurred_at: datetime | None) -> _Spec:
-        base = {"under": 8_000, "over_draft_unfiled": 12_000, "over_final_filed": 150_000,
-                "over_final_unfiled": 140_000}[op.registry]
+        base = {
+            "under": 8_000,
+            "over_draft_unfiled": 12_000,
+            "over_final_filed": 150_000,
+            "over_final_unfiled": 140_000,
+        }[op.registry]
         filed = op.registry == "over_final_filed"
-        return _Spec(self._back_offices[op.operator_id], "registry.snapshot", {
-            "stored_individuals": base + self.rng.randint(0, 500),
-            "filing_id": f"filing-{op.operator_id}" if filed else None,
-            "filed_at": format_timestamp(self.start - timedelta(days=115)) if filed else None}, occurred_at)
+        return _Spec(
+            self._back_offices[op.operator_id],
+            "registry.snapshot",
+            {
+                "stored_individuals": base + self.rng.randint(0, 500),
+                "filing_id": f"filing-{op.operator_id}" if filed else None,
+                "filed_at": format_timestamp(self.start - timedelta(days=115)) if filed else None,
+            },
+            occurred_at,
+        )
 
     def _operator(self, operator_id: str) -> Operator:
         return next(op for op in self.fleet if op.operator_id == operator_id)
@@ -296,7 +434,11 @@ class TrafficPlan:
             message = self._emit(self._recognition(op, device), slot)
             return Message(message.key, message.value, message.event, kind)
         spec = self._recognition(op, device)
-        template = spec.builder.fields(spec.event_type, occurred_at=format_timestamp(self.slot_time(slot)),
-                                       event_id=self._uuid(), **spec.payload)
+        template = spec.builder.fields(
+            spec.event_type,
+            occurred_at=format_timestamp(self.slot_time(slot)),
+            event_id=self._uuid(),
+            **spec.payload,
+        )
         value = hostile.corrupt(kind, self.rng, template, device.key)
         return Message(topics.event_key(op.operator_id, device.device_id), value, None, kind)

@@ -11,9 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from kafka import KafkaProducer
+
 from producers.fleet import FleetShape, Operator, build_fleet
 from producers.ground_truth import PACKS, GroundTruth
 from producers.plan import Message, TrafficPlan
+from producers.sender import BoundedSender, producer_settings
 
 Progress = Callable[[int], None]  # called with the number of messages sent so far
 
@@ -45,12 +48,19 @@ class Report:
 def plan(sim: Simulation) -> tuple[list[Operator], TrafficPlan]:
     fleet = build_fleet(sim.seed, sim.shape)
     start = sim.start or datetime.now(UTC)
-    return fleet, TrafficPlan(fleet, seed=sim.seed, rate=sim.rate, start=start, mix=sim.mix,
-                              bad_share=sim.bad_share)
+    return fleet, TrafficPlan(
+        fleet, seed=sim.seed, rate=sim.rate, start=start, mix=sim.mix, bad_share=sim.bad_share
+    )
 
 
-def run(sim: Simulation, send: Callable[[Message], None], *, paced: bool, ground_truth: Path | None = None,
-        progress: Progress | None = None) -> Report:
+def run(
+    sim: Simulation,
+    send: Callable[[Message], None],
+    *,
+    paced: bool,
+    ground_truth: Path | None = None,
+    progress: Progress | None = None,
+) -> Report:
     """Generate and ``send`` every message, at ``sim.rate`` if ``paced``; write the ground
     truth if asked. The messages are generated as they are sent (memory stays flat)."""
     _, traffic = plan(sim)
@@ -84,20 +94,74 @@ def run(sim: Simulation, send: Callable[[Message], None], *, paced: bool, ground
     return report
 
 
+def to_file(
+    sim: Simulation, path: Path, *, ground_truth: Path | None = None, progress: Progress | None = None
+) -> Report:
+    """Write the messages to ``path``, one per line, as fast as they are made (for offline use,
+    e.g. `frtwatch rules eval`)."""
+    with path.open("wb") as sink:
+
+        def write(message: Message) -> None:
+            sink.write(message.value + b"\n")
+
+        return run(sim, write, paced=False, ground_truth=ground_truth, progress=progress)
+
+
+def to_kafka(
+    sim: Simulation,
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    ground_truth: Path | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Send the messages to Kafka at ``sim.rate``, then wait until every one is acknowledged."""
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap_servers, **producer_settings(client_id="frtwatch-simulator")
+    )
+    sender = BoundedSender(producer, topic)
+    try:
+        report = run(
+            sim,
+            lambda m: sender.send(m.key, m.value),
+            paced=True,
+            ground_truth=ground_truth,
+            progress=progress,
+        )
+        sender.flush(timeout=60)
+    finally:
+        producer.close(timeout=30)
+    report.delivery_failures = sender.failed + sender.unacknowledged
+    return report
+
+
 def _dead_letter_entry(message: Message) -> dict[str, Any]:
-    entry: dict[str, Any] = {"expect": "dead_letter", "kind": message.dead_letter,
-                             "value_sha256": hashlib.sha256(message.value).hexdigest()}
+    entry: dict[str, Any] = {
+        "expect": "dead_letter",
+        "kind": message.dead_letter,
+        "value_sha256": hashlib.sha256(message.value).hexdigest(),
+    }
     if message.event is not None:
         entry["event_id"] = message.event["event_id"]
     return entry
 
 
-def _write_ground_truth(path: Path, sim: Simulation, violations: list[tuple[str, str, str]],
-                        dead: list[dict[str, Any]]) -> None:
+def _write_ground_truth(
+    path: Path, sim: Simulation, violations: list[tuple[str, str, str]], dead: list[dict[str, Any]]
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as out:
-        _line(out, {"expect": "run", "seed": sim.seed, "events": sim.events, "packs": list(PACKS),
-                    "violations": len(violations), "dead_letters": len(dead)})
+        _line(
+            out,
+            {
+                "expect": "run",
+                "seed": sim.seed,
+                "events": sim.events,
+                "packs": list(PACKS),
+                "violations": len(violations),
+                "dead_letters": len(dead),
+            },
+        )
         for pack, rule_id, event_id in violations:
             _line(out, {"expect": "violation", "policy_pack": pack, "rule_id": rule_id, "event_id": event_id})
         for entry in dead:
@@ -110,8 +174,10 @@ def _line(out: IO[str], entry: dict[str, Any]) -> None:
 
 def write_keys(path: Path, fleet: list[Operator]) -> None:
     """The fleet's signing keys (hex), for a processor that verifies signatures."""
-    keys = {"devices": {d.device_id: d.key.hex() for op in fleet for d in op.devices},
-            "back_offices": {op.operator_id: op.key.hex() for op in fleet}}
+    keys = {
+        "devices": {d.device_id: d.key.hex() for op in fleet for d in op.devices},
+        "back_offices": {op.operator_id: op.key.hex() for op in fleet},
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(keys, indent=2, sort_keys=True) + "\n")
     path.chmod(0o600)

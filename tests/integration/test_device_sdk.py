@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -15,8 +16,15 @@ from producers.emitter import EventEmitter
 from producers.sender import BufferFullError
 
 KEY = b"cam-7-device-key-0123456789abcdef"
-RECOGNITION = {"subject_ref": "sub-1", "purpose": "access_control", "mode": "verify_1to1", "legal_basis": "consent",
-               "consent_id": "c-1", "subject_minor": False, "verification_channel": "local"}
+RECOGNITION = {
+    "subject_ref": "sub-1",
+    "purpose": "access_control",
+    "mode": "verify_1to1",
+    "legal_basis": "consent",
+    "consent_id": "c-1",
+    "subject_minor": False,
+    "verification_channel": "local",
+}
 
 
 def read(kafka: KafkaCluster, positions: dict[str, tuple[int, int]]) -> dict[str, bytes]:
@@ -38,17 +46,29 @@ def read(kafka: KafkaCluster, positions: dict[str, tuple[int, int]]) -> dict[str
     return found
 
 
-def emitter(kafka: KafkaCluster, seq_file: Path, delivered: dict[str, tuple[int, int]], **options: object) -> EventEmitter:
+def emitter(
+    kafka: KafkaCluster, seq_file: Path, delivered: dict[str, tuple[int, int]], **options: object
+) -> EventEmitter:
     def on_delivery(event_id: str, position: tuple[int, int] | None, error: BaseException | None) -> None:
         assert error is None, error
         assert position is not None
         delivered[event_id] = position
 
-    return EventEmitter(kafka.bootstrap_servers, operator_id="op-sdk", site_id="site-1", device_id="cam-7", key=KEY,
-                        seq_file=seq_file, on_delivery=on_delivery, **options)  # type: ignore[arg-type]
+    return EventEmitter(
+        kafka.bootstrap_servers,
+        operator_id="op-sdk",
+        site_id="site-1",
+        device_id="cam-7",
+        key=KEY,
+        seq_file=seq_file,
+        on_delivery=on_delivery,
+        **options,
+    )  # type: ignore[arg-type]
 
 
-def test_signed_events_arrive_verified_and_seq_survives_a_restart(kafka: KafkaCluster, tmp_path: Path) -> None:
+def test_signed_events_arrive_verified_and_seq_survives_a_restart(
+    kafka: KafkaCluster, tmp_path: Path
+) -> None:
     delivered: dict[str, tuple[int, int]] = {}
     seq_file = tmp_path / "cam-7.seq"
     with emitter(kafka, seq_file, delivered) as first:
@@ -71,7 +91,7 @@ def test_an_invalid_event_is_refused_before_sending(kafka: KafkaCluster, tmp_pat
         with pytest.raises(ContractError) as refused:
             device.emit("recognition.performed", **{**RECOGNITION, "purpose": "surveillance"})
         assert str(refused.value) == "purpose: Invalid enum value 'surveillance'"
-        with pytest.raises(ContractError, match="unknown event type 'face.sold'"):
+        with pytest.raises(ContractError, match=re.escape("unknown event type 'face.sold'")):
             device.emit("face.sold", **RECOGNITION)
         device.emit("recognition.performed", **RECOGNITION)
     assert len(delivered) == 1  # only the valid one went out
@@ -84,7 +104,9 @@ def test_a_seq_file_cannot_be_shared_by_two_emitters(kafka: KafkaCluster, tmp_pa
         emitter(kafka, tmp_path / "seq", {})
 
 
-def test_a_stalled_broker_fills_the_bounded_buffer_then_delivery_resumes(kafka: KafkaCluster, tmp_path: Path) -> None:
+def test_a_stalled_broker_fills_the_bounded_buffer_then_delivery_resumes(
+    kafka: KafkaCluster, tmp_path: Path
+) -> None:
     """The broker is frozen (SIGSTOP): emit() blocks, then refuses, instead of buffering forever."""
     delivered: dict[str, tuple[int, int]] = {}
     device = emitter(kafka, tmp_path / "seq", delivered, max_pending_bytes=4096, max_block_s=1.0)

@@ -10,8 +10,16 @@ from producers.ground_truth import DRAFT, FINAL, GroundTruth
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 DEVICE = EventBuilder(operator_id="op", site_id="s", device_id="cam")
 OFFICE = EventBuilder(operator_id="op")
-GATE = {"venue_type": "office", "location_type": "entrance", "public_place": False, "purposes": ["access_control"],
-        "signage": True, "alternatives": ["card"], "legal_mandate": None, "storage": "device"}
+GATE = {
+    "venue_type": "office",
+    "location_type": "entrance",
+    "public_place": False,
+    "purposes": ["access_control"],
+    "signage": True,
+    "alternatives": ["card"],
+    "legal_mandate": None,
+    "storage": "device",
+}
 
 
 def at(seconds: float) -> str:
@@ -22,18 +30,44 @@ def registered(t: float = -100, **changes: Any) -> dict[str, Any]:
     return DEVICE.fields("device.registered", occurred_at=at(t), **{**GATE, **changes})
 
 
-def consent(t: float, consent_id: str = "c1", purposes: tuple[str, ...] = ("access_control",), kind: str = "separate",
-            minor: bool = False, expires: float | None = None) -> dict[str, Any]:
-    return OFFICE.fields("consent.granted", occurred_at=at(t), consent_id=consent_id, subject_ref="s1",
-                         purposes=list(purposes), kind=kind, subject_minor=minor, guardian_ref=None,
-                         expires_at=at(expires) if expires is not None else None)
+def consent(
+    t: float,
+    consent_id: str = "c1",
+    purposes: tuple[str, ...] = ("access_control",),
+    kind: str = "separate",
+    minor: bool = False,
+    expires: float | None = None,
+) -> dict[str, Any]:
+    return OFFICE.fields(
+        "consent.granted",
+        occurred_at=at(t),
+        consent_id=consent_id,
+        subject_ref="s1",
+        purposes=list(purposes),
+        kind=kind,
+        subject_minor=minor,
+        guardian_ref=None,
+        expires_at=at(expires) if expires is not None else None,
+    )
 
 
-def recognition(t: float, purpose: str = "access_control", basis: str = "consent", minor: bool | None = None,
-                **extra: Any) -> dict[str, Any]:
-    return DEVICE.fields("recognition.performed", occurred_at=at(t), **{
-        "subject_ref": "s1", "purpose": purpose, "mode": "verify_1to1", "legal_basis": basis, "consent_id": None,
-        "subject_minor": minor, "verification_channel": "local", **extra})
+def recognition(
+    t: float, purpose: str = "access_control", basis: str = "consent", minor: bool | None = None, **extra: Any
+) -> dict[str, Any]:
+    return DEVICE.fields(
+        "recognition.performed",
+        occurred_at=at(t),
+        **{
+            "subject_ref": "s1",
+            "purpose": purpose,
+            "mode": "verify_1to1",
+            "legal_basis": basis,
+            "consent_id": None,
+            "subject_minor": minor,
+            "verification_channel": "local",
+            **extra,
+        },
+    )
 
 
 def verdicts(*events: dict[str, Any]) -> set[tuple[str, str]]:
@@ -45,7 +79,10 @@ def verdicts(*events: dict[str, Any]) -> set[tuple[str, str]]:
     fired: dict[tuple[str, int], set[str]] = {}
     for pack, rule, event_id in truth.finish():
         fired.setdefault((rule, index[event_id]), set()).add(pack)
-    return {(rule if packs == {DRAFT, FINAL} else f"{rule}@{next(iter(packs))}", i) for (rule, i), packs in fired.items()}
+    return {
+        (rule if packs == {DRAFT, FINAL} else f"{rule}@{next(iter(packs))}", i)
+        for (rule, i), packs in fired.items()
+    }
 
 
 def test_consent_in_time_no_violation_and_none_without_it() -> None:
@@ -60,14 +97,18 @@ def test_a_consent_that_arrives_late_but_occurred_before_still_covers() -> None:
 
 def test_expiry_and_withdrawal() -> None:
     assert verdicts(registered(), consent(0, expires=10), recognition(9), recognition(10)) == {
-        ("FRT-CONSENT-MISSING", 3)}
+        ("FRT-CONSENT-MISSING", 3)
+    }
     withdrawn = OFFICE.fields("consent.withdrawn", occurred_at=at(20), consent_id="c1", subject_ref="s1")
     assert verdicts(registered(), consent(0), recognition(19), withdrawn, recognition(20)) == {
-        ("FRT-CONSENT-MISSING", 4)}
+        ("FRT-CONSENT-MISSING", 4)
+    }
 
 
 def test_consent_for_another_purpose_is_a_mismatch_not_a_missing_consent() -> None:
-    assert verdicts(registered(), consent(0, purposes=("marketing",)), recognition(5)) == {("FRT-PURPOSE-MISMATCH", 2)}
+    assert verdicts(registered(), consent(0, purposes=("marketing",)), recognition(5)) == {
+        ("FRT-PURPOSE-MISMATCH", 2)
+    }
 
 
 def test_exempt_legal_bases() -> None:
@@ -82,8 +123,9 @@ def test_minors_need_a_guardian_consent_except_under_law() -> None:
 
 def test_device_rules_fire_on_the_registration_and_again_only_when_facts_change() -> None:
     sole = {"alternatives": []}
-    assert verdicts(registered(**sole), registered(-50, **sole), registered(-10, **{**sole, "signage": False})) == {
-        ("FRT-SOLE-ENTRY-METHOD", 0), ("FRT-SOLE-ENTRY-METHOD", 2)}
+    assert verdicts(
+        registered(**sole), registered(-50, **sole), registered(-10, **{**sole, "signage": False})
+    ) == {("FRT-SOLE-ENTRY-METHOD", 0), ("FRT-SOLE-ENTRY-METHOD", 2)}
     assert verdicts(registered(alternatives=[], legal_mandate="statute #1")) == set()
 
 
@@ -95,7 +137,9 @@ def test_venue_coercion_is_listed_venues_in_the_draft_and_any_venue_in_2025() ->
 
 def test_every_recognition_in_a_private_place_is_evidence() -> None:
     assert verdicts(registered(location_type="toilet"), consent(0), recognition(5, basis="law")) == {
-        ("FRT-PROHIBITED-LOCATION", 0), ("FRT-PROHIBITED-LOCATION", 2)}
+        ("FRT-PROHIBITED-LOCATION", 0),
+        ("FRT-PROHIBITED-LOCATION", 2),
+    }
 
 
 def test_events_from_an_unregistered_device_are_only_that() -> None:
@@ -104,18 +148,24 @@ def test_events_from_an_unregistered_device_are_only_that() -> None:
 
 def test_remote_storage_is_2025_only_and_separate_consent_exempts() -> None:
     assert verdicts(registered(storage="cloud"), consent(0, kind="written"), recognition(5)) == {
-        (f"FRT-REMOTE-STORAGE@{FINAL}", 2)}
+        (f"FRT-REMOTE-STORAGE@{FINAL}", 2)
+    }
     assert verdicts(registered(storage="cloud"), consent(0), recognition(5)) == set()
 
 
 def test_filing_thresholds_and_deadline() -> None:
     def snapshot(days: float, stored: int, filed_days: float | None = None) -> dict[str, Any]:
-        return OFFICE.fields("registry.snapshot", occurred_at=at(days * 86400), stored_individuals=stored,
-                             filing_id="f" if filed_days is not None else None,
-                             filed_at=at(filed_days * 86400) if filed_days is not None else None)
+        return OFFICE.fields(
+            "registry.snapshot",
+            occurred_at=at(days * 86400),
+            stored_individuals=stored,
+            filing_id="f" if filed_days is not None else None,
+            filed_at=at(filed_days * 86400) if filed_days is not None else None,
+        )
 
     # The 30th Monday-to-Friday day after Monday 2026-03-02 is Monday 2026-04-13.
     assert verdicts(snapshot(0, 12_000), snapshot(42, 12_000), snapshot(43, 12_000)) == {
-        (f"FRT-FILING-OVERDUE@{DRAFT}", 2)}
+        (f"FRT-FILING-OVERDUE@{DRAFT}", 2)
+    }
     assert verdicts(snapshot(0, 150_000), snapshot(60, 150_000, filed_days=20)) == set()
     assert verdicts(snapshot(0, 150_000), snapshot(60, 150_000)) == {("FRT-FILING-OVERDUE", 1)}

@@ -17,7 +17,7 @@ def test_other_operators_cannot_link_refs() -> None:
 
 
 def test_full_width_digits_normalise_to_the_same_ref() -> None:
-    assert subject_ref("１２３", SECRET) == subject_ref("123", SECRET)
+    assert subject_ref("\uff11\uff12\uff13", SECRET) == subject_ref("123", SECRET)
 
 
 def test_weak_secret_or_empty_identifier_refused() -> None:

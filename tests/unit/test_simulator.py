@@ -14,9 +14,18 @@ from producers.simulator import Simulation, run
 
 START = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 ALL_RULES = {
-    "FRT-CONSENT-MISSING", "FRT-PURPOSE-MISMATCH", "FRT-MINOR-NO-GUARDIAN", "FRT-RAW-RETENTION",
-    "FRT-SENSITIVE-INFERENCE", "FRT-SOLE-ENTRY-METHOD", "FRT-VENUE-COERCION", "FRT-PROHIBITED-LOCATION",
-    "FRT-SIGNAGE-MISSING", "FRT-PUBLIC-PLACE-PURPOSE", "FRT-FILING-OVERDUE", "FRT-AUTH-CHANNEL",
+    "FRT-CONSENT-MISSING",
+    "FRT-PURPOSE-MISMATCH",
+    "FRT-MINOR-NO-GUARDIAN",
+    "FRT-RAW-RETENTION",
+    "FRT-SENSITIVE-INFERENCE",
+    "FRT-SOLE-ENTRY-METHOD",
+    "FRT-VENUE-COERCION",
+    "FRT-PROHIBITED-LOCATION",
+    "FRT-SIGNAGE-MISSING",
+    "FRT-PUBLIC-PLACE-PURPOSE",
+    "FRT-FILING-OVERDUE",
+    "FRT-AUTH-CHANNEL",
     "FRT-UNREGISTERED-DEVICE",
 }
 
@@ -39,7 +48,9 @@ def test_same_seed_same_bytes_and_same_ground_truth(tmp_path: Path) -> None:
 
 def test_the_ground_truth_does_not_depend_on_the_start_time(tmp_path: Path) -> None:
     def verdicts(truth: list[dict[str, object]]) -> list[dict[str, object]]:
-        return [{k: v for k, v in entry.items() if k != "value_sha256"} for entry in truth]  # bytes hold times
+        return [
+            {k: v for k, v in entry.items() if k != "value_sha256"} for entry in truth
+        ]  # bytes hold times
 
     _, truth = simulate(tmp_path, "a")
     values, later = simulate(tmp_path, "b", start=START + timedelta(days=3, hours=5))
@@ -50,7 +61,9 @@ def test_the_ground_truth_does_not_depend_on_the_start_time(tmp_path: Path) -> N
 def test_ground_truth_covers_every_rule_of_both_packs_and_every_bad_input(tmp_path: Path) -> None:
     _, truth = simulate(tmp_path, "a")
     fired = {(e["policy_pack"], e["rule_id"]) for e in truth if e["expect"] == "violation"}
-    expected = {(pack, rule) for pack in PACKS for rule in ALL_RULES} | {("cn-cac-2025", "FRT-REMOTE-STORAGE")}
+    expected = {(pack, rule) for pack in PACKS for rule in ALL_RULES} | {
+        ("cn-cac-2025", "FRT-REMOTE-STORAGE")
+    }
     assert fired == expected
     dead = Counter(e["kind"] for e in truth if e["expect"] == "dead_letter")
     assert set(dead) == set(hostile.KINDS)
@@ -118,9 +131,15 @@ def test_late_consent_is_sent_after_the_recognition_it_covers() -> None:
     traffic = TrafficPlan(fleet, seed=1, rate=100, start=START, mix={"consent": 1})
     events = [m.event for m in traffic.messages(3000) if m.event]
     position = {e["event_id"]: i for i, e in enumerate(events)}
-    late = [(e, r) for e in events if e["type"] == "consent.granted"
-            for r in events if r["type"] == "recognition.performed" and r.get("consent_id") == e["consent_id"]
-            and position[r["event_id"]] < position[e["event_id"]]]
+    late = [
+        (e, r)
+        for e in events
+        if e["type"] == "consent.granted"
+        for r in events
+        if r["type"] == "recognition.performed"
+        and r.get("consent_id") == e["consent_id"]
+        and position[r["event_id"]] < position[e["event_id"]]
+    ]
     assert late, "no late consent in the plan"
     for consent, recognition in late:
         assert consent["occurred_at"] < recognition["occurred_at"]
