@@ -7,6 +7,7 @@ every defect appears once the fleet has enough misconfigured devices).
 
 import hashlib
 import hmac
+import itertools
 import random
 from dataclasses import dataclass, field
 from typing import Any, get_args
@@ -16,6 +17,16 @@ from producers.ground_truth import LISTED_VENUES
 from producers.pseudonym import subject_ref
 
 LISTED = sorted(LISTED_VENUES)
+VENUES = [v for v in get_args(VenueType) if v != "public_space"]  # public_space: the street cameras'
+PRIVATE_PLACES = ["hotel_room", "public_bathroom", "changing_room", "toilet"]
+TEMPLATE_PURPOSES = {
+    "entrance": "access_control",
+    "counter": "identity_verification",
+    "checkout": "payment",
+    "street": "public_safety",
+    "lobby": "attendance",
+    "other": "analytics",
+}
 UNLISTED_VENUES = [v for v in get_args(VenueType) if v not in LISTED_VENUES and v != "public_space"]
 CONSENTED_PURPOSES = ["access_control", "payment", "identity_verification", "attendance"]
 
@@ -74,7 +85,7 @@ class Operator:
 @dataclass(frozen=True)
 class FleetShape:
     operators: int = 4
-    sites: int = 3  # per operator
+    sites: int = 4  # per operator
     devices: int = 4  # per site
     subjects: int = 200  # per operator
     misconfigured_share: float = 0.25
@@ -95,6 +106,8 @@ def build_fleet(seed: int, shape: FleetShape) -> list[Operator]:
     clean = [i for i in range(total_devices) if i not in misconfigured]
     unregistered = set(rng.sample(clean, round(total_devices * shape.unregistered_share)))
     defects = iter(DEFECTS * (total_devices // len(DEFECTS) + 1))
+    venues = rng.sample(VENUES, len(VENUES))  # every venue type once there are enough sites
+    private_places = itertools.cycle(rng.sample(PRIVATE_PLACES, len(PRIVATE_PLACES)))
     index = 0
     for o in range(shape.operators):
         operator_id = f"op-{o:03d}"
@@ -106,11 +119,13 @@ def build_fleet(seed: int, shape: FleetShape) -> list[Operator]:
         )
         for s in range(shape.sites):
             site_id = f"{operator_id}-site-{s:02d}"
-            venue = rng.choice(LISTED if s % 2 == 0 else UNLISTED_VENUES)
+            venue = venues[(o * shape.sites + s) % len(venues)]
             for d in range(shape.devices):
                 device_id = f"{site_id}-dev-{d:02d}"
                 defect = next(defects) if index in misconfigured else None
-                registration = _registration(rng, venue, defect)
+                registration = _registration(
+                    rng, venue, defect, next(private_places) if defect == "private_place" else ""
+                )
                 operator.devices.append(
                     Device(
                         device_id,
@@ -137,9 +152,9 @@ def build_fleet(seed: int, shape: FleetShape) -> list[Operator]:
     return operators
 
 
-def _registration(rng: random.Random, venue: str, defect: str | None) -> dict[str, Any]:
+def _registration(rng: random.Random, venue: str, defect: str | None, private_place: str) -> dict[str, Any]:
     """A clean configuration for the venue, then the defect applied on top."""
-    template = rng.choice(["entrance", "counter", "checkout", "street"])
+    template = rng.choice(list(TEMPLATE_PURPOSES))
     config: dict[str, Any] = {
         "venue_type": venue,
         "location_type": template,
@@ -148,24 +163,16 @@ def _registration(rng: random.Random, venue: str, defect: str | None) -> dict[st
         "alternatives": ["card", "staff"],
         "legal_mandate": None,
         "storage": "device",
-        "purposes": {
-            "entrance": ["access_control"],
-            "counter": ["identity_verification"],
-            "checkout": ["payment"],
-            "street": ["public_safety"],
-        }[template],
+        "purposes": [TEMPLATE_PURPOSES[template]],
     }
     if template == "street":
         config.update(venue_type="public_space", public_place=True, alternatives=[])
     if template == "counter":
         config["alternatives"] = ["id_document", "staff"]
     if defect == "private_place":
-        config.update(
-            location_type="hotel_room"
-            if venue == "hotel"
-            else rng.choice(["public_bathroom", "changing_room", "toilet"]),
-            purposes=["access_control"],
-        )
+        config.update(location_type=private_place, purposes=["access_control"])
+        if private_place == "hotel_room":
+            config["venue_type"] = "hotel"
     elif defect == "no_signage":
         config.update(
             location_type="street",

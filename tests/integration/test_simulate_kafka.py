@@ -86,4 +86,4 @@ def test_simulate_delivers_every_message_at_the_asked_rate(kafka: KafkaCluster, 
     assert truth[0]["expect"] == "run" and truth[0]["events"] == total
     assert any(entry["expect"] == "violation" for entry in truth)
     keys = json.loads((tmp_path / "keys.json").read_text())
-    assert len(keys["devices"]) == 48 and len(keys["back_offices"]) == 4
+    assert len(keys["devices"]) == 64 and len(keys["back_offices"]) == 4

@@ -4,8 +4,10 @@ import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import get_args
 
 from contracts import ContractError, decode_event, verify
+from contracts.vocabulary import LocationType, VenueType
 from producers import hostile
 from producers.fleet import DEFECTS, FleetShape, build_fleet
 from producers.ground_truth import PACKS
@@ -116,14 +118,20 @@ def test_seq_numbers_only_grow_per_device_and_gaps_are_labelled(tmp_path: Path) 
 
 
 def test_every_device_defect_and_fleet_option_is_used() -> None:
-    fleet = build_fleet(3, FleetShape(operators=4, sites=3, devices=4, subjects=50))
+    fleet = build_fleet(3, FleetShape(operators=4, sites=4, devices=4, subjects=50))
     devices = [d for op in fleet for d in op.devices]
-    assert len(devices) == 48 and sum(len(op.subjects) for op in fleet) == 200
+    assert len(devices) == 64 and sum(len(op.subjects) for op in fleet) == 200
     assert {d.defect for d in devices if d.defect} == set(DEFECTS)
     assert any(not d.registered for d in devices)
     assert any(s.minor for op in fleet for s in op.subjects)
-    venues = {d.registration["venue_type"] for d in devices}
-    assert len(venues) >= 6
+    assert {d.registration["venue_type"] for d in devices} == set(get_args(VenueType))
+
+
+def test_a_larger_fleet_has_every_location_type() -> None:
+    fleet = build_fleet(3, FleetShape(operators=4, sites=4, devices=10, misconfigured_share=0.4))
+    assert {d.registration["location_type"] for op in fleet for d in op.devices} == set(
+        get_args(LocationType)
+    )
 
 
 def test_late_consent_is_sent_after_the_recognition_it_covers() -> None:
