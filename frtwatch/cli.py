@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from frtwatch.config import Settings
+from producers.fleet import FleetShape
 
 if TYPE_CHECKING:
     from producers.simulator import Report, Simulation
@@ -207,11 +208,11 @@ def simulate(
     duration: Annotated[float | None, typer.Option(help="Seconds to run (events = rate x duration).")] = None,
     events: Annotated[int | None, typer.Option(help="Messages to send (default 2,000).")] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same fleet and traffic.")] = 1,
-    operators: Annotated[int, typer.Option(help="Operators (organisations using FRT).")] = 4,
-    sites: Annotated[int, typer.Option(help="Sites per operator.")] = 3,
-    devices: Annotated[int, typer.Option(help="Devices per site.")] = 4,
-    subjects: Annotated[int, typer.Option(help="People per operator.")] = 200,
-    misconfigured: Annotated[float, typer.Option(help="Share of devices with a defect.")] = 0.25,
+    operators: Annotated[int, typer.Option(help="Operators (organisations using FRT).")] = FleetShape.operators,
+    sites: Annotated[int, typer.Option(help="Sites per operator.")] = FleetShape.sites,
+    devices: Annotated[int, typer.Option(help="Devices per site.")] = FleetShape.devices,
+    subjects: Annotated[int, typer.Option(help="People per operator.")] = FleetShape.subjects,
+    misconfigured: Annotated[float, typer.Option(help="Share of devices with a defect.")] = FleetShape.misconfigured_share,
     mix: Annotated[str | None, typer.Option(help="Scenario weights, e.g. 'recognition=60,entry=10'.")] = None,
     bad_share: Annotated[float, typer.Option(help="Share of malformed or hostile messages.")] = 0.0,
     start_time: Annotated[
@@ -233,7 +234,6 @@ def simulate(
 
     from contracts import topics
     from contracts.timestamps import parse_timestamp
-    from producers.fleet import FleetShape
     from producers.plan import parse_mix
     from producers.simulator import Simulation, plan, to_file, to_kafka, write_keys
 
