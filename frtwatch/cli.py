@@ -208,11 +208,15 @@ def simulate(
     duration: Annotated[float | None, typer.Option(help="Seconds to run (events = rate x duration).")] = None,
     events: Annotated[int | None, typer.Option(help="Messages to send (default 2,000).")] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same fleet and traffic.")] = 1,
-    operators: Annotated[int, typer.Option(help="Operators (organisations using FRT).")] = FleetShape.operators,
+    operators: Annotated[
+        int, typer.Option(help="Operators (organisations using FRT).")
+    ] = FleetShape.operators,
     sites: Annotated[int, typer.Option(help="Sites per operator.")] = FleetShape.sites,
     devices: Annotated[int, typer.Option(help="Devices per site.")] = FleetShape.devices,
     subjects: Annotated[int, typer.Option(help="People per operator.")] = FleetShape.subjects,
-    misconfigured: Annotated[float, typer.Option(help="Share of devices with a defect.")] = FleetShape.misconfigured_share,
+    misconfigured: Annotated[
+        float, typer.Option(help="Share of devices with a defect.")
+    ] = FleetShape.misconfigured_share,
     mix: Annotated[str | None, typer.Option(help="Scenario weights, e.g. 'recognition=60,entry=10'.")] = None,
     bad_share: Annotated[float, typer.Option(help="Share of malformed or hostile messages.")] = 0.0,
     start_time: Annotated[
