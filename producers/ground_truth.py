@@ -9,7 +9,7 @@ is correct when it finds exactly these (policy pack, rule id, triggering event i
 import heapq
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from contracts.timestamps import parse_timestamp
@@ -32,6 +32,7 @@ SENSITIVE = {"race", "ethnicity", "religion", "health", "social_class"}
 INFERENCE_EXEMPT_BASES = {"public_safety", "national_security", "emergency"}
 FILING_THRESHOLD = {DRAFT: 10_000, FINAL: 100_000}
 FILING_WORKING_DAYS = 30
+CHINA = timezone(timedelta(hours=8))
 DEVICE_FACTS = (
     "site_id",
     "venue_type",
@@ -68,8 +69,8 @@ class _Consent:
 
 
 def working_days_after(start: datetime, days: int) -> datetime:
-    """The end of the ``days``-th Monday-to-Friday day after ``start``'s date."""
-    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    """The end of the ``days``-th Monday-to-Friday day after ``start``'s date, in China time."""
+    day = start.astimezone(CHINA).replace(hour=0, minute=0, second=0, microsecond=0)
     while days:
         day += timedelta(days=1)
         if day.weekday() < 5:

@@ -1,0 +1,237 @@
+"""The rule engine: events in, violations out, no I/O.
+
+Facts (registrations, consents, filings) are updated as events arrive, and every question is
+asked as of the event's own time. A case whose predicates look for an absence (no valid
+consent, no registration) is decided only when the event-time watermark has passed the event
+by the grace period, so a consent that arrives late but occurred in time still counts; if the
+stream goes quiet, ``tick`` lets wall-clock time stand in for event time. Cases that need no
+waiting are decided at once.
+"""
+
+import hashlib
+import heapq
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from contracts.events import ConsentGranted, ConsentWithdrawn, DeviceRegistered, Envelope, RegistrySnapshot
+from contracts.records import Violation
+from contracts.timestamps import format_timestamp, parse_timestamp
+from stream_processors.rules.facts import DEVICE_FACTS, Consent, Facts, Registration
+from stream_processors.rules.pack import Case, Pack, Rule
+from stream_processors.rules.predicates import PREDICATES, Context
+
+DEFAULT_GRACE = timedelta(seconds=10)
+
+
+def violation_id(policy_pack: str, rule_id: str, event_id: str) -> str:
+    """The same rule of the same pack on the same event always gives the same id, so replays
+    and restarts never duplicate a violation (the pack is part of it: both packs may fire)."""
+    return hashlib.sha256(f"{policy_pack}\x1f{rule_id}\x1f{event_id}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    pack: Pack
+    rule: Rule
+    case: Case
+
+
+@dataclass
+class Stats:
+    events: int = 0
+    violations: int = 0
+    late_events: int = 0  # arrived after their grace period had passed: counted, verdicts stand
+    pending: int = 0
+
+
+class Engine:
+    def __init__(
+        self,
+        packs: list[Pack],
+        *,
+        grace: timedelta = DEFAULT_GRACE,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.grace = grace
+        self.clock = clock
+        self.facts = Facts()
+        self.stats = Stats()
+        self._packs = packs
+        self._by_type: dict[str, list[_Entry]] = {}
+        for pack in packs:
+            for rule in pack.rules:
+                for case in rule.cases:
+                    for event_type in case.on:
+                        self._by_type.setdefault(event_type, []).append(_Entry(pack, rule, case))
+        self._pending: list[tuple[datetime, int, Envelope, datetime, bool]] = []
+        self._order = itertools.count()
+        self._watermark: datetime | None = None
+        self._wall_at_watermark = clock()
+
+    @property
+    def packs(self) -> list[Pack]:
+        return self._packs
+
+    def process(self, event: Envelope) -> list[Violation]:
+        """Judge one event; return the violations now decided (its own immediate ones and any
+        waiting ones whose grace period this event's time has closed)."""
+        at = parse_timestamp(event.occurred_at)
+        self.stats.events += 1
+        if self._watermark is not None and at < self._watermark - self.grace:
+            self.stats.late_events += 1
+        previous = self._learn(event, at)
+        found: list[Violation] = []
+        entries = self._by_type.get(event.event_type, ())
+        device = self._device_for(event, at)
+        device_known = device is not None or event.device_id is None
+        if device_known:
+            found += self._judge(event, at, device, previous, [e for e in entries if not e.case.waits])
+        if any(e.case.waits for e in entries) or (entries and not device_known):
+            heapq.heappush(self._pending, (at + self.grace, next(self._order), event, at, device_known))
+        if self._watermark is None or at > self._watermark:
+            self._watermark, self._wall_at_watermark = at, self.clock()
+        found += self._flush(self._watermark)
+        return found
+
+    def tick(self) -> list[Violation]:
+        """Let wall-clock time advance event time while the stream is quiet."""
+        if self._watermark is None:
+            return []
+        return self._flush(self._watermark + (self.clock() - self._wall_at_watermark))
+
+    def flush_all(self) -> list[Violation]:
+        """Decide everything still waiting (end of input)."""
+        return self._flush(datetime.max.replace(tzinfo=UTC))
+
+    # -- facts ---------------------------------------------------------------------------------
+
+    def _learn(self, event: Envelope, at: datetime) -> Registration | None:
+        """Update the facts with ``event``; for a registration return the one before it."""
+        if isinstance(event, DeviceRegistered):
+            facts = {name: getattr(event, name) for name in DEVICE_FACTS}
+            return self.facts.register(event.device_id, at, event.event_id, facts)
+        if isinstance(event, ConsentGranted):
+            expires = parse_timestamp(event.expires_at) if event.expires_at else None
+            consent = Consent(
+                event.consent_id, at, frozenset(event.purposes), event.kind, event.subject_minor, expires
+            )
+            self.facts.grant(event.operator_id, event.subject_ref, consent)
+        elif isinstance(event, ConsentWithdrawn):
+            self.facts.withdraw(event.operator_id, event.consent_id, at)
+        elif isinstance(event, RegistrySnapshot):
+            for pack in self._packs:
+                threshold = pack.params["filing_threshold"]
+                if event.stored_individuals > threshold:
+                    self.facts.over_threshold(pack.name, event.operator_id, threshold, at)
+        return None
+
+    def _device_for(self, event: Envelope, at: datetime) -> Registration | None:
+        if event.device_id is None:
+            return None
+        if isinstance(event, DeviceRegistered):
+            return next(
+                r for r in reversed(self.facts.registrations[event.device_id]) if r.event_id == event.event_id
+            )
+        return self.facts.device(event.device_id, at)
+
+    # -- judging -------------------------------------------------------------------------------
+
+    def _flush(self, until: datetime) -> list[Violation]:
+        found: list[Violation] = []
+        while self._pending and self._pending[0][0] <= until:
+            _, _, event, at, device_known = heapq.heappop(self._pending)
+            device = self._device_for(event, at)
+            entries = self._by_type.get(event.event_type, ())
+            if event.device_id is not None and device is None:
+                chosen = [e for e in entries if any(c.name == "device_unregistered" for c in e.case.when)]
+            else:
+                chosen = [e for e in entries if e.case.waits or not device_known]
+            found += self._judge(event, at, device, None, chosen)
+        self.stats.pending = len(self._pending)
+        return found
+
+    def _judge(
+        self,
+        event: Envelope,
+        at: datetime,
+        device: Registration | None,
+        previous: Registration | None,
+        entries: list[_Entry],
+    ) -> list[Violation]:
+        found = []
+        contexts: dict[str, Context] = {}
+        for entry in entries:
+            ctx = contexts.get(entry.pack.name)
+            if ctx is None:
+                ctx = contexts[entry.pack.name] = Context(
+                    event, at, device, previous, self.facts, entry.pack.name, entry.pack.params
+                )
+            if _holds_all(ctx, entry.case) and not _holds_any(ctx, entry.rule):
+                found.append(self._violation(ctx, entry))
+        self.stats.violations += len(found)
+        return found
+
+    def _violation(self, ctx: Context, entry: _Entry) -> Violation:
+        event = ctx.event
+        evidence = [event.event_id]
+        if ctx.device is not None and ctx.device.event_id != event.event_id:
+            evidence.append(ctx.device.event_id)
+        return Violation(
+            violation_id=violation_id(entry.pack.name, entry.rule.rule_id, event.event_id),
+            rule_id=entry.rule.rule_id,
+            policy_pack=entry.pack.name,
+            severity=entry.rule.severity,
+            reference=entry.rule.reference,
+            operator_id=event.operator_id,
+            site_id=event.site_id,
+            device_id=event.device_id,
+            subject_ref=getattr(event, "subject_ref", None),
+            event_ids=evidence,
+            occurred_at=event.occurred_at,
+            detected_at=format_timestamp(self.clock()),
+            explanation=entry.case.explanation.format_map(_Fields(event, ctx.device)),
+            ruleset_hash=entry.pack.ruleset_hash,
+        )
+
+
+def _holds_all(ctx: Context, case: Case) -> bool:
+    for condition in case.when:
+        predicate = PREDICATES[condition.name].test
+        if not (predicate(ctx, condition.values) if condition.values is not None else predicate(ctx)):
+            return False
+    return True
+
+
+def _holds_any(ctx: Context, rule: Rule) -> bool:
+    for condition in rule.unless:
+        predicate = PREDICATES[condition.name].test
+        if predicate(ctx, condition.values) if condition.values is not None else predicate(ctx):
+            return True
+    return False
+
+
+class _Fields(dict[str, Any]):
+    """Values for an explanation template: the event's fields and the device's as device_*."""
+
+    def __init__(self, event: Envelope, device: Registration | None) -> None:
+        super().__init__(msgspec.structs.asdict(event))
+        if device is not None:
+            self.update({f"device_{name}": value for name, value in device.facts.items()})
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if isinstance(value, list):
+            return ", ".join(map(str, value))
+        return "none" if value is None else value
+
+
+def run_events(engine: Engine, events: Iterator[Envelope]) -> Iterator[Violation]:
+    """Every violation of ``events`` in order, then what was still waiting."""
+    for event in events:
+        yield from engine.process(event)
+    yield from engine.flush_all()
