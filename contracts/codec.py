@@ -34,29 +34,32 @@ _REGEX_MISMATCH = re.compile(r"^Expected `str` matching regex '(?P<regex>.*)'$",
 
 class ContractError(ValueError):
     """An input that breaks contract v1. ``field`` is a JSON path like ``event_id`` or
-    ``purposes[0]``, or None when the message as a whole is unusable."""
+    ``purposes[0]``, or None when the message as a whole is unusable. ``code`` is a stable
+    category for counting: too_large, invalid_utf8, invalid_json, unsupported_schema,
+    unknown_type or invalid_event."""
 
-    def __init__(self, reason: str, field: str | None = None) -> None:
+    def __init__(self, reason: str, field: str | None = None, code: str = "invalid_event") -> None:
         self.reason = reason
         self.field = field
+        self.code = code
         super().__init__(f"{field}: {reason}" if field else reason)
 
 
 def decode_event(raw: bytes) -> Event:
     """Decode and validate one message value. Raises ContractError."""
     if len(raw) > MAX_MESSAGE_BYTES:
-        raise ContractError(f"message too large: {len(raw)} bytes, the limit is {MAX_MESSAGE_BYTES}")
+        raise ContractError(f"message too large: {len(raw)} bytes, the limit is {MAX_MESSAGE_BYTES}", code="too_large")
     if not raw.isascii():
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ContractError(f"invalid UTF-8 at byte {exc.start}") from None
+            raise ContractError(f"invalid UTF-8 at byte {exc.start}", code="invalid_utf8") from None
     try:
         return _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise _contract_error(str(exc)) from None
     except msgspec.DecodeError as exc:
-        raise ContractError(f"not valid JSON: {exc}") from None
+        raise ContractError(f"not valid JSON: {exc}", code="invalid_json") from None
 
 
 def _contract_error(message: str) -> ContractError:

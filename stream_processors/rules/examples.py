@@ -1,0 +1,78 @@
+"""The packs' example sequences (packs/examples.yaml): short event histories with the exact
+violations each pack must produce, rule by rule, including zero for every rule not named."""
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from contracts import canonical_json, decode_event
+from contracts.events import Envelope
+from contracts.timestamps import format_timestamp, parse_timestamp
+from stream_processors.rules.engine import Engine, run_events
+from stream_processors.rules.pack import PACKS_DIR, Pack
+
+EXAMPLES_FILE = PACKS_DIR / "examples.yaml"
+BACK_OFFICE = {"consent.granted", "consent.withdrawn", "registry.snapshot"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    example: str
+    pack: str
+    problems: list[str]
+
+
+def load_examples(path: Path = EXAMPLES_FILE) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(path.read_text())
+    return document
+
+
+def build_events(document: dict[str, Any], example: dict[str, Any]) -> list[Envelope]:
+    base = parse_timestamp(document["base_time"])
+    events = []
+    for index, spec in enumerate(example["events"]):
+        spec = dict(spec)
+        event_type = spec.pop("type")
+        at = base + timedelta(seconds=float(spec.pop("at", 0)))
+        back_office = event_type in BACK_OFFICE
+        fields = {
+            "schema": "frt.v1",
+            "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"frtwatch-example/{example['name']}/{index}")),
+            "type": event_type,
+            "occurred_at": format_timestamp(at),
+            "operator_id": "op-1",
+            "site_id": None if back_office else "site-1",
+            "device_id": None if back_office else "cam-1",
+            "seq": None,
+            "sig": None,
+            **document["defaults"].get(event_type, {}),
+            **spec,
+        }
+        events.append(decode_event(canonical_json(fields)))
+    return events
+
+
+def run_example(document: dict[str, Any], example: dict[str, Any], pack: Pack) -> list[str]:
+    """What differs between the example's expectation for ``pack`` and what the engine found."""
+    events = build_events(document, example)
+    index = {event.event_id: n for n, event in enumerate(events)}
+    engine = Engine([pack], grace=timedelta(seconds=float(document.get("grace_seconds", 10))))
+    found: Counter[tuple[str, int]] = Counter(
+        (v.rule_id, index[v.event_ids[0]]) for v in run_events(engine, iter(events)))
+    expected_rules = {**(example.get("expect") or {}), **(example.get("expect_by_pack") or {}).get(pack.name, {})}
+    expected: Counter[tuple[str, int]] = Counter(
+        (rule, n) for rule, positions in expected_rules.items() for n in positions or [])
+    problems = [f"expected {rule} on event {n}, not found" for rule, n in sorted(expected - found)]
+    problems += [f"unexpected {rule} on event {n}" for rule, n in sorted(found - expected)]
+    return problems
+
+
+def run_all(packs: list[Pack], path: Path = EXAMPLES_FILE) -> list[Outcome]:
+    document = load_examples(path)
+    return [Outcome(example["name"], pack.name, run_example(document, example, pack))
+            for example in document["examples"] for pack in packs]
