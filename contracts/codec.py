@@ -48,7 +48,9 @@ class ContractError(ValueError):
 def decode_event(raw: bytes) -> Event:
     """Decode and validate one message value. Raises ContractError."""
     if len(raw) > MAX_MESSAGE_BYTES:
-        raise ContractError(f"message too large: {len(raw)} bytes, the limit is {MAX_MESSAGE_BYTES}", code="too_large")
+        raise ContractError(
+            f"message too large: {len(raw)} bytes, the limit is {MAX_MESSAGE_BYTES}", code="too_large"
+        )
     if not raw.isascii():
         try:
             raw.decode("utf-8")

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import msgspec
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -14,6 +15,7 @@ from producers.fleet import FleetShape
 
 if TYPE_CHECKING:
     from producers.simulator import Report, Simulation
+    from stream_processors.rules.pack import Pack
 
 app = typer.Typer(
     help="frtwatch: audit log and real-time monitor for facial-recognition deployments.",
@@ -25,12 +27,16 @@ stack_app = typer.Typer(
     help="The local stack: Kafka, Prometheus, Alertmanager, ClickHouse (chDB).", no_args_is_help=True
 )
 contracts_app = typer.Typer(help="The contract's machine-readable artifacts.", no_args_is_help=True)
+rules_app = typer.Typer(
+    help="Policy packs: check them, run their examples, judge events offline.", no_args_is_help=True
+)
 app.add_typer(events_app, name="events")
 app.add_typer(stack_app, name="stack")
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(rules_app, name="rules")
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 Brokers = Annotated[
     int | None, typer.Option(help="Kafka brokers: 1, or 3 (replication 3, min.insync.replicas 2).")
@@ -200,6 +206,109 @@ def contracts_schemas(
         errors.print(f"out of date: {', '.join(stale)}; run `frtwatch contracts schemas --write`")
         raise typer.Exit(1)
     console.print("schemas match the models")
+
+
+PackOption = Annotated[
+    list[str] | None, typer.Option("--pack", help="A policy pack name or file (repeatable; default: all).")
+]
+ExtensionsOption = Annotated[
+    Path | None, typer.Option(help="A deployment's extension lists (YAML with `lists:`).")
+]
+
+
+def _packs(names: list[str] | None, extensions: Path | None) -> "list[Pack]":
+    from stream_processors.rules.pack import PackError, available_packs, load_packs
+
+    try:
+        return load_packs(names or available_packs(), extensions)
+    except PackError as error:
+        errors.print(f"[red]invalid pack:[/] {error}")
+        raise typer.Exit(1) from None
+
+
+@rules_app.command("validate")
+def rules_validate(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Pack files (default: the packs that ship).")
+    ] = None,
+    extensions: ExtensionsOption = None,
+) -> None:
+    """Check packs: structure, severities, event types, predicates, lists, explanation fields."""
+    packs = _packs([str(p) for p in paths] if paths else None, extensions)
+    for pack in packs:
+        console.print(f"{pack.name}: {len(pack.rules)} rules, ruleset {pack.ruleset_hash} - ok")
+
+
+@rules_app.command("test")
+def rules_test(pack: PackOption = None, extensions: ExtensionsOption = None) -> None:
+    """Run the packs' example sequences; exit 1 if any example's violations differ."""
+    from stream_processors.rules.examples import run_all
+
+    outcomes = run_all(_packs(pack, extensions))
+    failed = [o for o in outcomes if o.problems]
+    for outcome in failed:
+        errors.print(f"[red]FAIL[/] {outcome.pack}: {outcome.example}")
+        for problem in outcome.problems:
+            errors.print(f"    {problem}")
+    console.print(f"{len(outcomes) - len(failed)} passed, {len(failed)} failed")
+    raise typer.Exit(1 if failed else 0)
+
+
+@rules_app.command("eval")
+def rules_eval(
+    file: Annotated[str, typer.Argument(help="Events as JSON Lines, in arrival order; '-' for stdin.")],
+    pack: PackOption = None,
+    extensions: ExtensionsOption = None,
+    keys: Annotated[
+        Path | None, typer.Option(help="Signing keys (JSON, as simulate --keys-file writes).")
+    ] = None,
+    grace: Annotated[float, typer.Option(help="Seconds of event time to wait for late consents.")] = 10.0,
+) -> None:
+    """Judge events with the pure engine (no Kafka): violations to stdout as JSON Lines, refused
+    inputs to stderr."""
+    from datetime import timedelta
+
+    from contracts.records import Violation
+    from frtwatch.validate import read_lines
+    from stream_processors.admission import Gate, load_keys
+    from stream_processors.rules.engine import Engine
+
+    engine = Engine(_packs(pack, extensions), grace=timedelta(seconds=grace))
+    try:
+        gate = Gate(load_keys(keys) if keys else None)
+    except (OSError, ValueError, KeyError) as error:
+        errors.print(f"[red]cannot use keys file {keys}:[/] {error}")
+        raise typer.Exit(2) from None
+    encoder = msgspec.json.Encoder()
+    out = sys.stdout.buffer
+    refused = total = 0
+
+    def emit(violations: list[Violation]) -> None:
+        for violation in violations:
+            out.write(encoder.encode(violation) + b"\n")
+
+    stream = sys.stdin.buffer if file == "-" else Path(file).open("rb")  # noqa: SIM115 - closed below
+    with stream:
+        for number, line in read_lines(stream):
+            total += 1
+            if isinstance(line, int):
+                refused += 1
+                sys.stderr.write(f"line {number}: too_large: {line} bytes\n")
+                continue
+            admission = gate.admit(line)
+            for problem in admission.problems:
+                sys.stderr.write(f"line {number}: {problem.reason}: {problem.detail}\n")
+            if admission.event is None:
+                refused += 1
+                continue
+            emit(engine.process(admission.event))
+    emit(engine.flush_all())
+    out.flush()
+    stats = engine.stats
+    errors.print(
+        f"{total} line(s): {total - refused} judged, {refused} refused; {stats.violations} violation(s)"
+        f"; {stats.late_events} late event(s)"
+    )
 
 
 @app.command("simulate")

@@ -17,9 +17,19 @@ from contracts import ContractError, Event, decode_event, verify
 from contracts.timestamps import parse_timestamp
 
 REASONS = (
-    "too_large", "invalid_utf8", "invalid_json", "unsupported_schema", "unknown_type", "invalid_event",
-    "missing_signature", "bad_signature", "future_timestamp", "stale_timestamp", "duplicate_event_id",
-    "seq_backwards", "seq_gap",
+    "too_large",
+    "invalid_utf8",
+    "invalid_json",
+    "unsupported_schema",
+    "unknown_type",
+    "invalid_event",
+    "missing_signature",
+    "bad_signature",
+    "future_timestamp",
+    "stale_timestamp",
+    "duplicate_event_id",
+    "seq_backwards",
+    "seq_gap",
 )
 
 
@@ -36,9 +46,15 @@ class Admission:
 
 
 class Gate:
-    def __init__(self, keys: dict[str, bytes] | None = None, *, max_future: timedelta = timedelta(minutes=5),
-                 max_age: timedelta = timedelta(days=400), dedup_window: int = 500_000,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        keys: dict[str, bytes] | None = None,
+        *,
+        max_future: timedelta = timedelta(minutes=5),
+        max_age: timedelta = timedelta(days=400),
+        dedup_window: int = 500_000,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.keys = keys or {}
         self.max_future, self.max_age = max_future, max_age
         self.clock = clock
@@ -55,15 +71,21 @@ class Gate:
         key = self.keys.get(source)
         if key is not None:
             if event.sig is None:
-                return _refuse("missing_signature", f"{source} has a registered key but the event is unsigned")
+                return _refuse(
+                    "missing_signature", f"{source} has a registered key but the event is unsigned"
+                )
             if not verify(raw, key):
                 return _refuse("bad_signature", f"signature does not match {source}'s key")
         now = self.clock()
         at = parse_timestamp(event.occurred_at)
         if at > now + self.max_future:
-            return _refuse("future_timestamp", f"occurred_at {event.occurred_at} is ahead of now by {at - now}")
+            return _refuse(
+                "future_timestamp", f"occurred_at {event.occurred_at} is ahead of now by {at - now}"
+            )
         if at < now - self.max_age:
-            return _refuse("stale_timestamp", f"occurred_at {event.occurred_at} is older than {self.max_age.days} days")
+            return _refuse(
+                "stale_timestamp", f"occurred_at {event.occurred_at} is older than {self.max_age.days} days"
+            )
         if event.event_id in self._seen:
             return _refuse("duplicate_event_id", f"event_id {event.event_id} was already accepted")
         problems = []
@@ -72,7 +94,9 @@ class Gate:
             if last is not None and event.seq <= last:
                 return _refuse("seq_backwards", f"seq {event.seq} of {event.device_id} after {last}")
             if last is not None and event.seq > last + 1:
-                problems.append(Rejection("seq_gap", f"{event.device_id} skipped seq {last + 1}..{event.seq - 1}"))
+                problems.append(
+                    Rejection("seq_gap", f"{event.device_id} skipped seq {last + 1}..{event.seq - 1}")
+                )
             self._last_seq[event.device_id] = event.seq
         self._remember(event.event_id)
         return Admission(event, problems)
@@ -90,4 +114,8 @@ def _refuse(reason: str, detail: str) -> Admission:
 def load_keys(path: Path) -> dict[str, bytes]:
     """A keys file as `frtwatch simulate --keys-file` writes it: devices and back offices, hex."""
     data = json.loads(path.read_text())
-    return {source: bytes.fromhex(key) for group in ("devices", "back_offices") for source, key in data[group].items()}
+    return {
+        source: bytes.fromhex(key)
+        for group in ("devices", "back_offices")
+        for source, key in data[group].items()
+    }

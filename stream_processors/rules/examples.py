@@ -34,7 +34,7 @@ def load_examples(path: Path = EXAMPLES_FILE) -> dict[str, Any]:
 
 def build_events(document: dict[str, Any], example: dict[str, Any]) -> list[Envelope]:
     base = parse_timestamp(document["base_time"])
-    events = []
+    events: list[Envelope] = []
     for index, spec in enumerate(example["events"]):
         spec = dict(spec)
         event_type = spec.pop("type")
@@ -63,10 +63,15 @@ def run_example(document: dict[str, Any], example: dict[str, Any], pack: Pack) -
     index = {event.event_id: n for n, event in enumerate(events)}
     engine = Engine([pack], grace=timedelta(seconds=float(document.get("grace_seconds", 10))))
     found: Counter[tuple[str, int]] = Counter(
-        (v.rule_id, index[v.event_ids[0]]) for v in run_events(engine, iter(events)))
-    expected_rules = {**(example.get("expect") or {}), **(example.get("expect_by_pack") or {}).get(pack.name, {})}
+        (v.rule_id, index[v.event_ids[0]]) for v in run_events(engine, iter(events))
+    )
+    expected_rules = {
+        **(example.get("expect") or {}),
+        **(example.get("expect_by_pack") or {}).get(pack.name, {}),
+    }
     expected: Counter[tuple[str, int]] = Counter(
-        (rule, n) for rule, positions in expected_rules.items() for n in positions or [])
+        (rule, n) for rule, positions in expected_rules.items() for n in positions or []
+    )
     problems = [f"expected {rule} on event {n}, not found" for rule, n in sorted(expected - found)]
     problems += [f"unexpected {rule} on event {n}" for rule, n in sorted(found - expected)]
     return problems
@@ -74,5 +79,8 @@ def run_example(document: dict[str, Any], example: dict[str, Any], pack: Pack) -
 
 def run_all(packs: list[Pack], path: Path = EXAMPLES_FILE) -> list[Outcome]:
     document = load_examples(path)
-    return [Outcome(example["name"], pack.name, run_example(document, example, pack))
-            for example in document["examples"] for pack in packs]
+    return [
+        Outcome(example["name"], pack.name, run_example(document, example, pack))
+        for example in document["examples"]
+        for pack in packs
+    ]

@@ -1,0 +1,168 @@
+"""The rule engine, offline: the packs' example sequences, and exact agreement with the
+simulator's independently computed ground truth through `frtwatch rules eval`."""
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from stream_processors.rules.examples import load_examples, run_example
+from stream_processors.rules.pack import available_packs, load_pack
+
+PACKS = {name: load_pack(name) for name in available_packs()}
+DOCUMENT = load_examples()
+RULES = {rule.rule_id for pack in PACKS.values() for rule in pack.rules}
+
+
+@pytest.mark.parametrize("pack_name", sorted(PACKS))
+@pytest.mark.parametrize("example", DOCUMENT["examples"], ids=[e["name"] for e in DOCUMENT["examples"]])
+def test_example_sequence(example: dict[str, object], pack_name: str) -> None:
+    assert run_example(DOCUMENT, example, PACKS[pack_name]) == []
+
+
+def test_every_rule_has_positive_and_negative_examples() -> None:
+    positive: Counter[str] = Counter()
+    for example in DOCUMENT["examples"]:
+        named = set(example.get("expect") or {})
+        for by_pack in (example.get("expect_by_pack") or {}).values():
+            named |= set(by_pack)
+        positive.update(named)
+    assert set(positive) == RULES
+    negatives = [e for e in DOCUMENT["examples"] if not e.get("expect") and not e.get("expect_by_pack")]
+    assert len(negatives) >= len(RULES)
+
+
+def test_without_the_grace_period_a_late_consent_would_be_missed() -> None:
+    late = next(e for e in DOCUMENT["examples"] if e["name"].startswith("consent that arrives late"))
+    assert run_example({**DOCUMENT, "grace_seconds": 0}, late, PACKS["cn-cac-2025"]) == [
+        "unexpected FRT-CONSENT-MISSING on event 1"
+    ]
+
+
+def test_rules_eval_agrees_exactly_with_the_simulator_ground_truth(tmp_path: Path) -> None:
+    events, truth, keys = tmp_path / "events.jsonl", tmp_path / "truth.jsonl", tmp_path / "keys.json"
+    simulate = [
+        sys.executable,
+        "-m",
+        "frtwatch",
+        "simulate",
+        "--events",
+        "15000",
+        "--seed",
+        "11",
+        "--bad-share",
+        "0.02",
+        "--output",
+        str(events),
+        "--ground-truth",
+        str(truth),
+        "--keys-file",
+        str(keys),
+    ]
+    assert subprocess.run(simulate, capture_output=True, timeout=300).returncode == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "frtwatch", "rules", "eval", "--keys", str(keys), str(events)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    found = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = [json.loads(line) for line in truth.read_text().splitlines()]
+    want = {(e["policy_pack"], e["rule_id"], e["event_id"]) for e in expected if e["expect"] == "violation"}
+    got = [(v["policy_pack"], v["rule_id"], v["event_ids"][0]) for v in found]
+    assert len(got) == len(set(got)), "a violation was reported twice"
+    assert set(got) == want
+    assert len({v["violation_id"] for v in found}) == len(found)
+
+    refused = Counter(line.split(": ")[1] for line in result.stderr.splitlines() if line.startswith("line "))
+    kinds = Counter(e["kind"] for e in expected if e["expect"] == "dead_letter")
+    assert refused["seq_gap"] == kinds["seq_gap"]
+    assert refused["duplicate_event_id"] == kinds["replayed_event_id"]
+    assert refused["bad_signature"] == kinds["bad_signature"]
+    assert refused["future_timestamp"] == kinds["future_timestamp"]
+    assert sum(refused.values()) == sum(kinds.values())
+
+
+def test_an_invalid_pack_is_refused_naming_the_file_and_the_rule(tmp_path: Path) -> None:
+    pack = tmp_path / "broken.yaml"
+    pack.write_text(
+        "pack: broken\ntitle: t\nparams: {filing_threshold: 1, filing_working_days: 1}\nrules:\n"
+        "  - id: FRT-X\n    title: x\n    severity: urgent\n    reference: r\n    cases: [{}]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "frtwatch", "rules", "validate", str(pack)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert f"invalid pack: {pack}: rule FRT-X: severity 'urgent' is not one of" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "    cases: [{events: [recognition.performed], when: [no_such_thing], explanation: x}]",
+            "rule FRT-X, case 1: unknown predicate 'no_such_thing'",
+        ),
+        (
+            "    cases: [{events: [face.sold], when: [has_subject], explanation: x}]",
+            "rule FRT-X, case 1: unknown event type(s) face.sold",
+        ),
+        (
+            "    cases: [{events: [recognition.performed], when: [{purpose_in: nowhere}], explanation: x}]",
+            "rule FRT-X, case 1: unknown list 'nowhere'",
+        ),
+        (
+            "    cases: [{events: [media.deleted], when: [has_subject], explanation: '{purpose}'}]",
+            "rule FRT-X, case 1: explanation uses {purpose}, which media.deleted lacks",
+        ),
+    ],
+)
+def test_pack_errors_are_specific(tmp_path: Path, body: str, message: str) -> None:
+    from stream_processors.rules.pack import PackError
+
+    pack = tmp_path / "p.yaml"
+    pack.write_text(
+        "pack: p\ntitle: t\nparams: {filing_threshold: 1, filing_working_days: 1}\nrules:\n"
+        "  - id: FRT-X\n    title: x\n    severity: low\n    reference: r\n" + body + "\n"
+    )
+    with pytest.raises(PackError) as error:
+        load_pack(pack)
+    assert str(error.value) == f"{pack}: {message}"
+
+
+def test_extension_lists_extend_without_editing_a_rule(tmp_path: Path) -> None:
+    extensions = tmp_path / "site.yaml"
+    extensions.write_text("lists:\n  deployment_private_places: [lobby]\n")
+    extended = load_pack("cn-cac-2025", extensions)
+    assert extended.ruleset_hash != PACKS["cn-cac-2025"].ruleset_hash
+    lobby = {
+        "name": "x",
+        "events": [{"type": "device.registered", "at": -100, "location_type": "lobby"}],
+        "expect": {"FRT-PROHIBITED-LOCATION": [0]},
+    }
+    assert run_example(DOCUMENT, lobby, extended) == []
+    assert run_example(DOCUMENT, lobby, PACKS["cn-cac-2025"]) == [
+        "expected FRT-PROHIBITED-LOCATION on event 0, not found"
+    ]
+
+
+def test_the_2025_calendar_skips_golden_week() -> None:
+    from datetime import datetime
+
+    from stream_processors.rules.calendar import CHINA, working_days_deadline
+
+    # After Monday 2025-09-29: 30 Sep, (1-8 Oct: holidays) 9 Oct, 10 Oct, 11 Oct (a working Saturday), 13 Oct.
+    deadline = working_days_deadline(datetime(2025, 9, 29, 10, tzinfo=CHINA), 5)
+    assert deadline == datetime(2025, 10, 14, tzinfo=CHINA)
+    assert working_days_deadline(datetime(2026, 3, 2, tzinfo=CHINA), 30) - timedelta(days=1) == datetime(
+        2026, 4, 13, tzinfo=CHINA
+    )
