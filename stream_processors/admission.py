@@ -7,8 +7,8 @@ reported, because the gap is evidence of lost or suppressed events.
 """
 
 import json
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +46,11 @@ class Admission:
 
 
 class Gate:
+    """``seen`` (event_id -> where it was first accepted) and ``last_seq`` (device -> seq) may
+    be any mapping: dicts offline, changelogged tables in the stream processor. ``origin`` names
+    the message being judged (e.g. partition:offset) so that a redelivery of the same message
+    after a restart is not mistaken for a replayed event."""
+
     def __init__(
         self,
         keys: dict[str, bytes] | None = None,
@@ -54,15 +59,18 @@ class Gate:
         max_age: timedelta = timedelta(days=400),
         dedup_window: int = 500_000,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        seen: MutableMapping[str, str] | None = None,
+        last_seq: MutableMapping[str, int] | None = None,
     ) -> None:
         self.keys = keys or {}
         self.max_future, self.max_age = max_future, max_age
         self.clock = clock
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: MutableMapping[str, str] = seen if seen is not None else {}
+        self._recent: deque[str] = deque()  # admission order, to bound ``seen``
         self._dedup_window = dedup_window
-        self._last_seq: dict[str, int] = {}
+        self._last_seq: MutableMapping[str, int] = last_seq if last_seq is not None else {}
 
-    def admit(self, raw: bytes) -> Admission:
+    def admit(self, raw: bytes, origin: str = "") -> Admission:
         try:
             event = decode_event(raw)
         except ContractError as error:
@@ -86,7 +94,10 @@ class Gate:
             return _refuse(
                 "stale_timestamp", f"occurred_at {event.occurred_at} is older than {self.max_age.days} days"
             )
-        if event.event_id in self._seen:
+        first = self._seen.get(event.event_id)
+        if first is not None:
+            if origin and first == origin:
+                return Admission(event)  # the same message again (redelivered after a restart)
             return _refuse("duplicate_event_id", f"event_id {event.event_id} was already accepted")
         problems = []
         if event.seq is not None and event.device_id is not None:
@@ -98,13 +109,14 @@ class Gate:
                     Rejection("seq_gap", f"{event.device_id} skipped seq {last + 1}..{event.seq - 1}")
                 )
             self._last_seq[event.device_id] = event.seq
-        self._remember(event.event_id)
+        self._remember(event.event_id, origin)
         return Admission(event, problems)
 
-    def _remember(self, event_id: str) -> None:
-        self._seen[event_id] = None
-        if len(self._seen) > self._dedup_window:
-            self._seen.popitem(last=False)
+    def _remember(self, event_id: str, origin: str) -> None:
+        self._seen[event_id] = origin or "-"
+        self._recent.append(event_id)
+        if len(self._recent) > self._dedup_window:
+            self._seen.pop(self._recent.popleft(), None)
 
 
 def _refuse(reason: str, detail: str) -> Admission:
