@@ -461,3 +461,12 @@ def _print_summary(title: str, rows: dict[str, str]) -> None:
     for name, value in rows.items():
         table.add_row(name, value)
     console.print(table)
+
+
+@app.command("process")
+def process(loglevel: Annotated[str, typer.Option(help="Worker log level.")] = "warning") -> None:
+    """Run a stream-processor worker (Kafka settings from FRTWATCH_*; start more for more partitions)."""
+    from stream_processors.app import app as faust_app
+
+    sys.argv = ["frtwatch process", "worker", "--loglevel", loglevel, "--without-web"]
+    faust_app.main()

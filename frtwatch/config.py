@@ -26,6 +26,10 @@ class Settings:
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     clickhouse_url: str | None = None  # http(s)://host:8123 for a server; default: embedded chDB
+    packs: tuple[str, ...] = ()  # active policy packs; empty: every pack that ships
+    pack_extensions: Path | None = None  # a deployment's extension lists
+    keys_file: Path | None = None  # device and back-office signing keys (JSON)
+    grace_seconds: float = 10.0  # event time to wait for late consents and registrations
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -40,6 +44,12 @@ class Settings:
             prometheus_port=int(env.get("FRTWATCH_PROMETHEUS_PORT", 9090)),
             alertmanager_port=int(env.get("FRTWATCH_ALERTMANAGER_PORT", 9093)),
             clickhouse_url=env.get("FRTWATCH_CLICKHOUSE_URL") or None,
+            packs=tuple(p for p in env.get("FRTWATCH_PACKS", "").split(",") if p),
+            pack_extensions=Path(env["FRTWATCH_PACK_EXTENSIONS"])
+            if env.get("FRTWATCH_PACK_EXTENSIONS")
+            else None,
+            keys_file=Path(env["FRTWATCH_KEYS_FILE"]) if env.get("FRTWATCH_KEYS_FILE") else None,
+            grace_seconds=float(env.get("FRTWATCH_GRACE_SECONDS", 10)),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         if settings.brokers not in (1, 3):

@@ -71,6 +71,8 @@ class Engine:
         self._pending: list[tuple[datetime, int, Envelope, datetime, bool]] = []
         self._order = itertools.count()
         self._watermark: datetime | None = None
+        self.decided: list[str] = []  # ids of waiting events decided since the caller last cleared it
+        self.last_queued = False  # whether the last processed event now waits for its grace period
         self._wall_at_watermark = clock()
 
     @property
@@ -91,12 +93,17 @@ class Engine:
         device_known = device is not None or event.device_id is None
         if device_known:
             found += self._judge(event, at, device, previous, [e for e in entries if not e.case.waits])
-        if any(e.case.waits for e in entries) or (entries and not device_known):
+        self.last_queued = any(e.case.waits for e in entries) or bool(entries and not device_known)
+        if self.last_queued:
             heapq.heappush(self._pending, (at + self.grace, next(self._order), event, at, device_known))
         if self._watermark is None or at > self._watermark:
             self._watermark, self._wall_at_watermark = at, self.clock()
         found += self._flush(self._watermark)
         return found
+
+    def learn(self, event: Envelope) -> None:
+        """Take in the facts an event carries without judging it (rebuilding state)."""
+        self._learn(event, parse_timestamp(event.occurred_at))
 
     def tick(self) -> list[Violation]:
         """Let wall-clock time advance event time while the stream is quiet."""
@@ -145,6 +152,7 @@ class Engine:
         found: list[Violation] = []
         while self._pending and self._pending[0][0] <= until:
             _, _, event, at, device_known = heapq.heappop(self._pending)
+            self.decided.append(event.event_id)
             device = self._device_for(event, at)
             entries = self._by_type.get(event.event_type, ())
             if event.device_id is not None and device is None:

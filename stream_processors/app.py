@@ -1,0 +1,155 @@
+"""The faust app: `frtwatch process`, or `faust -A stream_processors.app worker`.
+
+Two agents, thin wiring around pure parts:
+- ``route`` reads frt.events.v1 (keyed by device), refuses what is not a contract event, and
+  re-keys the rest by operator onto an internal topic: an operator's devices, consents and
+  registry then meet in one partition, where their facts live.
+- ``judge`` admits each event (signature, time, duplicates, seq), updates the facts and runs
+  the rule engine (stream_processors.judge), publishing violations keyed by operator_id and
+  refusals to frt.deadletter.v1.
+A timer lets wall-clock time close grace periods when the stream is quiet. State lives in
+changelogged tables, so a restarted worker recovers it; processing is at-least-once, and
+violation ids are deterministic, so a replay never yields a different violation.
+"""
+
+import atexit
+import base64
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import faust
+import msgspec
+
+from contracts import ContractError, decode_event, topics
+from contracts.records import DeadLetter, Violation
+from contracts.timestamps import now_timestamp
+from frtwatch.config import Settings
+from stream_processors.admission import Gate, load_keys
+from stream_processors.judge import Judge
+from stream_processors.rules.pack import available_packs, load_packs
+from stream_processors.tables import IntMapping, TableMapping
+
+BY_OPERATOR = "frtwatch-events-by-operator"
+SOURCE_HEADER = "frtwatch-source"
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+settings = Settings.from_env()
+# Worker-local scratch (the tables' state is in memory and in their changelog topics).
+_scratch = tempfile.mkdtemp(prefix="worker-", dir=_mkdir(settings.home / "processor"))
+atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
+app = faust.App(
+    "frtwatch-processor",
+    broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+    store="memory://",
+    processing_guarantee="at_least_once",
+    topic_partitions=settings.events_partitions,
+    topic_replication_factor=min(3, settings.brokers),
+    key_serializer="raw",
+    value_serializer="raw",
+    consumer_auto_offset_reset="earliest",
+    web_enabled=False,  # `frtwatch process` also passes --without-web; metrics get their own server
+    web_bind="127.0.0.1",
+    datadir=_scratch,
+)
+events_topic = app.topic(topics.EVENTS)
+by_operator = app.topic(BY_OPERATOR, partitions=settings.events_partitions, internal=True)
+violations_topic = app.topic(topics.VIOLATIONS)
+deadletter_topic = app.topic(topics.DEADLETTER)
+
+
+def _table(name: str) -> Any:
+    return app.Table(name, partitions=settings.events_partitions, key_type=str, value_type=str)
+
+
+facts_table = _table("facts")
+pending_table = _table("pending")
+seen_table = _table("seen")
+seq_table = _table("last-seq")
+published_table = _table("published")
+
+packs = load_packs(list(settings.packs) or available_packs(), settings.pack_extensions)
+gate = Gate(
+    load_keys(settings.keys_file) if settings.keys_file else None,
+    seen=TableMapping(seen_table),
+    last_seq=IntMapping(TableMapping(seq_table)),
+)
+judge = Judge(
+    packs,
+    gate,
+    facts=TableMapping(facts_table),
+    pending=TableMapping(pending_table),
+    published=TableMapping(published_table),
+)
+_encode = msgspec.json.Encoder().encode
+
+
+async def publish(violations: list[Violation]) -> None:
+    for violation in violations:
+        await violations_topic.send(key=violation.operator_id.encode(), value=_encode(violation))
+
+
+async def dead_letter(raw: bytes, reason: str, source: tuple[str, int, int]) -> None:
+    record = DeadLetter(
+        original=base64.b64encode(raw).decode(),
+        reason=reason,
+        source_topic=source[0],
+        source_partition=source[1],
+        source_offset=source[2],
+        dead_lettered_at=now_timestamp(),
+    )
+    await deadletter_topic.send(key=None, value=_encode(record))
+
+
+@app.agent(events_topic)
+async def route(stream: Any) -> None:
+    async for event in stream.events():
+        message = event.message
+        source = f"{message.topic}|{message.partition}|{message.offset}"
+        try:
+            decoded = decode_event(event.value)
+        except ContractError as error:
+            await dead_letter(
+                event.value, f"{error.code}: {error}", (message.topic, message.partition, message.offset)
+            )
+            continue
+        await by_operator.send(
+            key=decoded.operator_id.encode(), value=event.value, headers={SOURCE_HEADER: source.encode()}
+        )
+
+
+@app.agent(by_operator)
+async def judge_events(stream: Any) -> None:
+    async for event in stream.events():
+        message = event.message
+        verdict = judge.judge(event.value, f"{message.partition}:{message.offset}")
+        if verdict.problems:
+            source = _source(event)
+            for problem in verdict.problems:
+                await dead_letter(event.value, f"{problem.reason}: {problem.detail}", source)
+        await publish(verdict.violations)
+
+
+@app.timer(interval=1.0)
+async def close_quiet_grace_periods() -> None:
+    await publish(judge.tick())
+
+
+@facts_table.on_recover
+async def rebuild_engine() -> None:
+    await publish(judge.rebuild())
+
+
+def _source(event: Any) -> tuple[str, int, int]:
+    headers = dict(event.headers or {})
+    raw = headers.get(SOURCE_HEADER)
+    if raw is None:
+        return (event.message.topic, event.message.partition, event.message.offset)
+    topic, partition, offset = (raw.decode() if isinstance(raw, bytes) else raw).rsplit("|", 2)
+    return (topic, int(partition), int(offset))

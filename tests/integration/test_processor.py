@@ -1,0 +1,180 @@
+"""The stream processor against the real broker: the simulator's traffic through real workers,
+compared with the ground truth. Each test gets its own Kafka so topics hold only its data."""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from contracts import topics
+from frtwatch.stack.kafka import KafkaCluster
+from frtwatch.stack.process import StackError
+from tests.services import kafka_cluster
+
+PARTITIONS = 4
+
+
+@pytest.fixture
+def kafka_alone(tmp_path: Path) -> Iterator[KafkaCluster]:
+    cluster = kafka_cluster(tmp_path / "kafka")
+    try:
+        cluster.start(timeout=120)
+        cluster.create_topics(PARTITIONS)
+    except StackError as error:
+        cluster.stop()
+        pytest.fail(f"Kafka could not start: {error}", pytrace=False)
+    yield cluster
+    cluster.stop()
+
+
+class Worker:
+    def __init__(self, kafka: KafkaCluster, home: Path, keys: Path, name: str) -> None:
+        self.log = home / f"{name}.log"
+        env = {
+            **os.environ,
+            "FRTWATCH_HOME": str(home),
+            "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+            "FRTWATCH_EVENTS_PARTITIONS": str(PARTITIONS),
+            "FRTWATCH_KEYS_FILE": str(keys),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "frtwatch", "process", "--loglevel", "info"],
+            env=env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def simulate(
+    kafka: KafkaCluster, tmp_path: Path, seed: int, events: int, rate: int
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "frtwatch",
+            "simulate",
+            "--seed",
+            str(seed),
+            "--events",
+            str(events),
+            "--rate",
+            str(rate),
+            "--bad-share",
+            "0.02",
+            "--ground-truth",
+            str(tmp_path / "truth.jsonl"),
+            "--keys-file",
+            str(tmp_path / "keys.json"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def read_topic(kafka: KafkaCluster, topic: str) -> list[dict[str, Any]]:
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        records: list[dict[str, Any]] = []
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            for batch in consumer.poll(timeout_ms=500).values():
+                records += [json.loads(record.value) for record in batch]
+        return records
+    finally:
+        consumer.close()
+
+
+def expected(tmp_path: Path) -> tuple[set[tuple[str, str, str]], dict[str, str]]:
+    truth = [json.loads(line) for line in (tmp_path / "truth.jsonl").read_text().splitlines()]
+    violations = {
+        (e["policy_pack"], e["rule_id"], e["event_id"]) for e in truth if e["expect"] == "violation"
+    }
+    dead = {e["value_sha256"]: e["kind"] for e in truth if e["expect"] == "dead_letter"}
+    return violations, dead
+
+
+def wait_for_verdicts(
+    kafka: KafkaCluster, want: set[tuple[str, str, str]], timeout: float = 180
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = read_topic(kafka, topics.VIOLATIONS)
+        got = {(v["policy_pack"], v["rule_id"], v["event_ids"][0]) for v in found}
+        if got >= want or time.monotonic() > deadline:
+            time.sleep(3)  # anything unexpected still in flight shows up too
+            return read_topic(kafka, topics.VIOLATIONS)
+        time.sleep(2)
+
+
+def check(kafka: KafkaCluster, tmp_path: Path, found: list[dict[str, Any]]) -> None:
+    want, dead = expected(tmp_path)
+    got = [(v["policy_pack"], v["rule_id"], v["event_ids"][0]) for v in found]
+    assert set(got) - want == set(), "unexpected violations"
+    assert want - set(got) == set(), "violations not found"
+    assert len(got) == len(set(got)), "a violation was published twice"
+    letters = read_topic(kafka, topics.DEADLETTER)
+    lettered = {hashlib.sha256(base64.b64decode(d["original"])).hexdigest() for d in letters}
+    assert set(dead) <= lettered, {dead[h] for h in set(dead) - lettered}
+
+
+def test_one_worker_finds_exactly_the_ground_truth_even_across_a_restart(
+    kafka_alone: KafkaCluster, tmp_path: Path
+) -> None:
+    sim = simulate(kafka_alone, tmp_path, seed=21, events=4000, rate=250)
+    worker = Worker(kafka_alone, tmp_path, tmp_path / "keys.json", "worker-1")
+    try:
+        time.sleep(10)
+        worker.stop()  # mid-stream: the simulator is still sending
+        assert worker.proc.returncode is not None
+        worker = Worker(kafka_alone, tmp_path, tmp_path / "keys.json", "worker-1b")
+        assert sim.wait(timeout=120) == 0
+        want, _ = expected(tmp_path)
+        check(kafka_alone, tmp_path, wait_for_verdicts(kafka_alone, want))
+    finally:
+        sim.kill()
+        worker.stop()
+
+
+def test_two_workers_split_the_partitions_and_find_the_same(
+    kafka_alone: KafkaCluster, tmp_path: Path
+) -> None:
+    sim = simulate(kafka_alone, tmp_path, seed=22, events=3000, rate=300)
+    workers = [Worker(kafka_alone, tmp_path, tmp_path / "keys.json", f"worker-{n}") for n in (1, 2)]
+    try:
+        assert sim.wait(timeout=120) == 0
+        want, _ = expected(tmp_path)
+        check(kafka_alone, tmp_path, wait_for_verdicts(kafka_alone, want))
+        assert all(w.proc.poll() is None for w in workers), "a worker died"
+        for worker in workers:  # each worker had its own share of the partitions
+            shares = re.findall(r"\| frt\.events\.v1 +\| \{([0-9, ]+)\}", worker.log.read_text())
+            assert shares, f"{worker.log.name} was assigned no partition"
+    finally:
+        sim.kill()
+        for worker in workers:
+            worker.stop()
