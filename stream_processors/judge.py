@@ -88,6 +88,12 @@ class Judge:
         self._forget_decided()
         return self._unpublished(found)
 
+    def flush_all(self) -> list[Violation]:
+        """Decide everything still waiting (end of input)."""
+        found = self.engine.flush_all()
+        self._forget_decided()
+        return self._unpublished(found)
+
     def _forget_decided(self) -> None:
         for event_id in self.engine.decided:
             self.pending.pop(event_id, None)
