@@ -464,7 +464,7 @@ def _print_summary(title: str, rows: dict[str, str]) -> None:
 
 
 @app.command("process")
-def process(loglevel: Annotated[str, typer.Option(help="Worker log level.")] = "warning") -> None:
+def process(loglevel: Annotated[str, typer.Option(help="Worker log level: crit, error, warn, info, debug.")] = "warn") -> None:
     """Run a stream-processor worker (Kafka settings from FRTWATCH_*; start more for more partitions)."""
     from stream_processors.app import app as faust_app
 

@@ -12,9 +12,12 @@ changelogged tables, so a restarted worker recovers it; processing is at-least-o
 violation ids are deterministic, so a replay never yields a different violation.
 """
 
+import asyncio
 import atexit
 import base64
+import logging
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from contracts.timestamps import now_timestamp
 from frtwatch.config import Settings
 from stream_processors.admission import Gate, load_keys
 from stream_processors.judge import Judge
+from stream_processors.reload import PackWatcher
 from stream_processors.rules.pack import available_packs, load_packs
 from stream_processors.tables import IntMapping, TableMapping
 
@@ -74,7 +78,10 @@ seen_table = _table("seen")
 seq_table = _table("last-seq")
 published_table = _table("published")
 
-packs = load_packs(list(settings.packs) or available_packs(), settings.pack_extensions)
+pack_names = list(settings.packs) or available_packs()
+packs = load_packs(pack_names, settings.pack_extensions)
+watcher = PackWatcher(pack_names, settings.pack_extensions)
+log = logging.getLogger("frtwatch.processor")
 gate = Gate(
     load_keys(settings.keys_file) if settings.keys_file else None,
     seen=TableMapping(seen_table),
@@ -139,6 +146,26 @@ async def judge_events(stream: Any) -> None:
 @app.timer(interval=1.0)
 async def close_quiet_grace_periods() -> None:
     await publish(judge.tick())
+
+
+@app.timer(interval=2.0)
+async def reload_packs_when_changed() -> None:
+    if watcher.changed():
+        await reload_packs()
+
+
+async def reload_packs() -> None:
+    new = watcher.reload(lambda error: log.error("pack reload failed, keeping the running packs: %s", error))
+    if new is not None:
+        await publish(judge.swap_packs(new))
+        log.warning("packs reloaded: %s", ", ".join(f"{p.name} {p.ruleset_hash}" for p in new))
+
+
+@app.task
+async def reload_packs_on_sighup() -> None:
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGHUP, lambda: asyncio.ensure_future(reload_packs())
+    )
 
 
 @facts_table.on_recover

@@ -46,8 +46,14 @@ class Judge:
         self.facts, self.pending, self.published = facts, pending, published
         self._published_order: deque[str] = deque()
         self._published_window = published_window
-        self._new_engine = engine_factory or (lambda: Engine(packs, grace=grace))
+        self._new_engine: Callable[[], Engine] = engine_factory or (lambda: Engine(packs, grace=grace))
         self.engine = self._new_engine()
+
+    def swap_packs(self, packs: list[Pack]) -> list[Violation]:
+        """Judge with other packs from now on, keeping every fact and waiting event."""
+        grace = self.engine.grace
+        self._new_engine = lambda: Engine(packs, grace=grace)
+        return self.rebuild()
 
     def rebuild(self) -> list[Violation]:
         """A fresh engine from the stored facts and waiting events (after recovery). Returns the
