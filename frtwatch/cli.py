@@ -317,6 +317,7 @@ def simulate(
     duration: Annotated[float | None, typer.Option(help="Seconds to run (events = rate x duration).")] = None,
     events: Annotated[int | None, typer.Option(help="Messages to send (default 2,000).")] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same fleet and traffic.")] = 1,
+    fleet_seed: Annotated[int | None, typer.Option(help="Keep this seed's fleet (and keys), new traffic.")] = None,
     operators: Annotated[
         int, typer.Option(help="Operators (organisations using FRT).")
     ] = FleetShape.operators,
@@ -353,6 +354,7 @@ def simulate(
     try:
         sim = Simulation(
             seed=seed,
+            fleet_seed=fleet_seed,
             rate=rate,
             bad_share=bad_share,
             shape=FleetShape(

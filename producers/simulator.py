@@ -24,6 +24,7 @@ Progress = Callable[[int], None]  # called with the number of messages sent so f
 @dataclass(frozen=True)
 class Simulation:
     seed: int = 1
+    fleet_seed: int | None = None  # the fleet's own seed, when it should differ from the traffic's
     shape: FleetShape = field(default_factory=FleetShape)
     rate: float = 200.0
     events: int = 2_000
@@ -46,7 +47,7 @@ class Report:
 
 
 def plan(sim: Simulation) -> tuple[list[Operator], TrafficPlan]:
-    fleet = build_fleet(sim.seed, sim.shape)
+    fleet = build_fleet(sim.seed if sim.fleet_seed is None else sim.fleet_seed, sim.shape)
     start = sim.start or datetime.now(UTC)
     return fleet, TrafficPlan(
         fleet, seed=sim.seed, rate=sim.rate, start=start, mix=sim.mix, bad_share=sim.bad_share

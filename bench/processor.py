@@ -1,0 +1,211 @@
+"""Stream-processor throughput and detection latency, beside the raw consume rate.
+
+    .venv/bin/python -m bench.processor [--events 100000] [--latency-seconds 30]
+
+One run, one local broker: the same topic of simulated, signed events is read and discarded by
+aiokafka (faust's client) and by kafka-python (the raw consume rates), then judged by one
+`frtwatch process` worker from a cold start (sustained events/s, counted from the first
+committed offset so start-up is excluded). Then the worker, caught up, gets the simulator's
+traffic at 50% and 90% of that rate, and the latency from occurred_at to the violation record
+being produced (its Kafka timestamp) is measured, split between rules decided at once and
+rules that wait for the grace period by design.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from bench.harness import local_kafka, write_results
+from contracts import topics
+from contracts.timestamps import parse_timestamp
+from frtwatch.stack.kafka import KafkaCluster
+from producers.plan import Message
+from producers.sender import producer_settings
+from producers.simulator import Simulation, plan, run, write_keys
+from stream_processors.rules.pack import available_packs, load_packs
+
+PARTITIONS = 6
+WAITING_RULES = {rule.rule_id for pack in load_packs(available_packs()) for rule in pack.rules
+                 if all(case.waits for case in rule.cases)}
+
+
+def preload(kafka: KafkaCluster, sim: Simulation) -> int:
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, **producer_settings(linger_ms=50))
+    run(sim, lambda m: producer.send(topics.EVENTS, value=m.value, key=m.key), paced=False)
+    producer.flush()
+    producer.close()
+    return sim.events
+
+
+def topic_partitions(topic: str) -> list[TopicPartition]:
+    return [TopicPartition(topic, p) for p in range(PARTITIONS)]
+
+
+def raw_kafka_python(kafka: KafkaCluster, count: int) -> float:
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False,
+                             max_poll_records=5000, fetch_max_bytes=50 * 1024 * 1024)
+    consumer.assign(topic_partitions(topics.EVENTS))
+    consumer.seek_to_beginning()
+    seen, began = 0, time.perf_counter()
+    while seen < count:
+        for records in consumer.poll(timeout_ms=1000).values():
+            seen += len(records)
+    elapsed = time.perf_counter() - began
+    consumer.close()
+    return count / elapsed
+
+
+async def _raw_aiokafka(bootstrap: str, count: int) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign(topic_partitions(topics.EVENTS))
+        await consumer.seek_to_beginning()
+        seen, began = 0, time.perf_counter()
+        while seen < count:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            seen += sum(len(records) for records in batches.values())
+        return count / (time.perf_counter() - began)
+    finally:
+        await consumer.stop()
+
+
+def start_worker(kafka: KafkaCluster, home: Path, keys: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "FRTWATCH_HOME": str(home), "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+           "FRTWATCH_EVENTS_PARTITIONS": str(PARTITIONS), "FRTWATCH_KEYS_FILE": str(keys)}
+    log = (home / "worker.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", "frtwatch", "process"], env=env, stdout=log, stderr=log)
+
+
+def committed(kafka: KafkaCluster, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id="frtwatch-processor",
+                             enable_auto_commit=False)
+    try:
+        return sum(consumer.committed(tp) or 0 for tp in topic_partitions(topic))
+    finally:
+        consumer.close()
+
+
+def worker_throughput(kafka: KafkaCluster, count: int) -> tuple[float, float]:
+    """(events/s judged, seconds from worker start to the first committed offset)."""
+    started = time.monotonic()
+    first_at = first_done = None
+    while True:
+        done = committed(kafka, "frtwatch-events-by-operator")
+        if done and first_at is None:
+            first_at, first_done = time.monotonic(), done
+        if done >= count:
+            assert first_at is not None and first_done is not None
+            return (done - first_done) / (time.monotonic() - first_at), first_at - started
+        time.sleep(0.5)
+
+
+def latencies(kafka: KafkaCluster, since: dict[TopicPartition, int]) -> tuple[list[float], list[float]]:
+    """Seconds from occurred_at to the violation record, for immediate and for waiting rules."""
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    partitions = list(since)
+    consumer.assign(partitions)
+    for tp, offset in since.items():
+        consumer.seek(tp, offset)
+    end = consumer.end_offsets(partitions)
+    immediate: list[float] = []
+    waiting: list[float] = []
+    while any(consumer.position(tp) < end[tp] for tp in partitions):
+        for records in consumer.poll(timeout_ms=1000).values():
+            for record in records:
+                violation = json.loads(record.value)
+                occurred = parse_timestamp(violation["occurred_at"]).timestamp()
+                if occurred < time.time() - 3600:
+                    continue  # history the simulator backfills (registry snapshots months ago)
+                latency = record.timestamp / 1000 - occurred
+                (waiting if violation["rule_id"] in WAITING_RULES else immediate).append(latency)
+    consumer.close()
+    return immediate, waiting
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 10) - 1] if len(values) > 1 else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    results: dict[str, object] = {"events": args.events}
+    with tempfile.TemporaryDirectory() as tmp, local_kafka(Path(tmp) / "kafka") as kafka:
+        home = Path(tmp)
+        kafka.create_topics(PARTITIONS)
+        sim = Simulation(seed=7, events=args.events, rate=1e9, start=datetime.now(UTC))
+        write_keys(home / "keys.json", plan(sim)[0])
+        preload(kafka, sim)
+        results["raw_kafka_python_events_s"] = raw_kafka_python(kafka, args.events)
+        results["raw_aiokafka_events_s"] = asyncio.run(_raw_aiokafka(kafka.bootstrap_servers, args.events))
+        print(f"raw consume: kafka-python {results['raw_kafka_python_events_s']:,.0f}/s, "
+              f"aiokafka {results['raw_aiokafka_events_s']:,.0f}/s", flush=True)
+
+        worker = start_worker(kafka, home, home / "keys.json")
+        try:
+            rate, startup = worker_throughput(kafka, args.events)
+            results["worker_events_s"], results["worker_startup_s"] = rate, startup
+            print(f"one worker: {rate:,.0f} events/s (start-up {startup:.1f} s)", flush=True)
+            for share in (0.5, 0.9):
+                consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+                since = consumer.end_offsets(topic_partitions(topics.VIOLATIONS)[:3])
+                consumer.close()
+                load = Simulation(seed=100 + int(share * 10), fleet_seed=7, rate=rate * share,
+                                  events=int(rate * share * args.latency_seconds), start=datetime.now(UTC))
+                producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, **producer_settings())
+                sent: list[Message] = []
+                run(load, lambda m: (producer.send(topics.EVENTS, value=m.value, key=m.key), sent.append(m)),
+                    paced=True)
+                producer.flush()
+                producer.close()
+                time.sleep(15)  # grace period plus the timer
+                immediate, waiting = latencies(kafka, since)
+                key = f"load_{int(share * 100)}"
+                results[key] = {
+                    "rate_events_s": load.rate, "immediate": len(immediate), "waiting": len(waiting),
+                    "immediate_p50_ms": percentile(immediate, 50) * 1000,
+                    "immediate_p99_ms": percentile(immediate, 99) * 1000,
+                    "waiting_p50_ms": percentile(waiting, 50) * 1000,
+                    "waiting_p99_ms": percentile(waiting, 99) * 1000,
+                }
+                print(f"{key}: {results[key]}", flush=True)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=60)
+    raw = float(results["raw_aiokafka_events_s"])  # type: ignore[arg-type]
+    worker_rate = float(results["worker_events_s"])  # type: ignore[arg-type]
+    rows = ["| measure | value |", "|---|---|",
+            f"| raw consume, aiokafka (faust's client), read and discard | {raw:,.0f} events/s |",
+            f"| raw consume, kafka-python | {results['raw_kafka_python_events_s']:,.0f} events/s |",
+            f"| one `frtwatch process` worker, sustained | {worker_rate:,.0f} events/s |",
+            f"| worker / raw aiokafka | {worker_rate / raw:.1%} |"]
+    for key in ("load_50", "load_90"):
+        r = results[key]
+        assert isinstance(r, dict)
+        rows.append(f"| {key[5:]}% load ({r['rate_events_s']:,.0f}/s): immediate rules p50 / p99 "
+                    f"| {r['immediate_p50_ms']:,.0f} / {r['immediate_p99_ms']:,.0f} ms ({r['immediate']} violations) |")
+        rows.append(f"| {key[5:]}% load: grace-period rules p50 / p99 (wait 10 s by design) "
+                    f"| {r['waiting_p50_ms']:,.0f} / {r['waiting_p99_ms']:,.0f} ms ({r['waiting']} violations) |")
+    table = "\n".join([f"Events: {args.events:,} simulated and signed, {PARTITIONS} partitions, one broker.", "",
+                       *rows])
+    print(table)
+    print(f"written to {write_results('processor', results, table)}")
+
+
+if __name__ == "__main__":
+    main()
