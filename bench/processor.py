@@ -31,14 +31,17 @@ from bench.harness import local_kafka, write_results
 from contracts import topics
 from contracts.timestamps import parse_timestamp
 from frtwatch.stack.kafka import KafkaCluster
-from producers.plan import Message
 from producers.sender import producer_settings
 from producers.simulator import Simulation, plan, run, write_keys
 from stream_processors.rules.pack import available_packs, load_packs
 
 PARTITIONS = 6
-WAITING_RULES = {rule.rule_id for pack in load_packs(available_packs()) for rule in pack.rules
-                 if all(case.waits for case in rule.cases)}
+WAITING_RULES = {
+    rule.rule_id
+    for pack in load_packs(available_packs())
+    for rule in pack.rules
+    if all(case.waits for case in rule.cases)
+}
 
 
 def preload(kafka: KafkaCluster, sim: Simulation) -> int:
@@ -54,8 +57,12 @@ def topic_partitions(topic: str) -> list[TopicPartition]:
 
 
 def raw_kafka_python(kafka: KafkaCluster, count: int) -> float:
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False,
-                             max_poll_records=5000, fetch_max_bytes=50 * 1024 * 1024)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        max_poll_records=5000,
+        fetch_max_bytes=50 * 1024 * 1024,
+    )
     consumer.assign(topic_partitions(topics.EVENTS))
     consumer.seek_to_beginning()
     seen, began = 0, time.perf_counter()
@@ -68,7 +75,9 @@ def raw_kafka_python(kafka: KafkaCluster, count: int) -> float:
 
 
 async def _raw_aiokafka(bootstrap: str, count: int) -> float:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         consumer.assign(topic_partitions(topics.EVENTS))
@@ -83,15 +92,21 @@ async def _raw_aiokafka(bootstrap: str, count: int) -> float:
 
 
 def start_worker(kafka: KafkaCluster, home: Path, keys: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "FRTWATCH_HOME": str(home), "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
-           "FRTWATCH_EVENTS_PARTITIONS": str(PARTITIONS), "FRTWATCH_KEYS_FILE": str(keys)}
+    env = {
+        **os.environ,
+        "FRTWATCH_HOME": str(home),
+        "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+        "FRTWATCH_EVENTS_PARTITIONS": str(PARTITIONS),
+        "FRTWATCH_KEYS_FILE": str(keys),
+    }
     log = (home / "worker.log").open("wb")
     return subprocess.Popen([sys.executable, "-m", "frtwatch", "process"], env=env, stdout=log, stderr=log)
 
 
 def committed(kafka: KafkaCluster, topic: str) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id="frtwatch-processor",
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, group_id="frtwatch-processor", enable_auto_commit=False
+    )
     try:
         return sum(consumer.committed(tp) or 0 for tp in topic_partitions(topic))
     finally:
@@ -143,6 +158,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--throughput-only", action="store_true", help="Skip the latency runs (quick tuning)."
+    )
     args = parser.parse_args()
     results: dict[str, object] = {"events": args.events}
     with tempfile.TemporaryDirectory() as tmp, local_kafka(Path(tmp) / "kafka") as kafka:
@@ -153,31 +171,43 @@ def main() -> None:
         preload(kafka, sim)
         results["raw_kafka_python_events_s"] = raw_kafka_python(kafka, args.events)
         results["raw_aiokafka_events_s"] = asyncio.run(_raw_aiokafka(kafka.bootstrap_servers, args.events))
-        print(f"raw consume: kafka-python {results['raw_kafka_python_events_s']:,.0f}/s, "
-              f"aiokafka {results['raw_aiokafka_events_s']:,.0f}/s", flush=True)
+        print(
+            f"raw consume: kafka-python {results['raw_kafka_python_events_s']:,.0f}/s, "
+            f"aiokafka {results['raw_aiokafka_events_s']:,.0f}/s",
+            flush=True,
+        )
 
         worker = start_worker(kafka, home, home / "keys.json")
         try:
             rate, startup = worker_throughput(kafka, args.events)
             results["worker_events_s"], results["worker_startup_s"] = rate, startup
             print(f"one worker: {rate:,.0f} events/s (start-up {startup:.1f} s)", flush=True)
-            for share in (0.5, 0.9):
+            for share in () if args.throughput_only else (0.5, 0.9):
                 consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
                 since = consumer.end_offsets(topic_partitions(topics.VIOLATIONS)[:3])
                 consumer.close()
-                load = Simulation(seed=100 + int(share * 10), fleet_seed=7, rate=rate * share,
-                                  events=int(rate * share * args.latency_seconds), start=datetime.now(UTC))
+                load = Simulation(
+                    seed=100 + int(share * 10),
+                    fleet_seed=7,
+                    rate=rate * share,
+                    events=int(rate * share * args.latency_seconds),
+                    start=datetime.now(UTC),
+                )
                 producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, **producer_settings())
-                sent: list[Message] = []
-                run(load, lambda m: (producer.send(topics.EVENTS, value=m.value, key=m.key), sent.append(m)),
-                    paced=True)
+                run(
+                    load,
+                    lambda m, producer=producer: producer.send(topics.EVENTS, value=m.value, key=m.key),
+                    paced=True,
+                )
                 producer.flush()
                 producer.close()
                 time.sleep(15)  # grace period plus the timer
                 immediate, waiting = latencies(kafka, since)
                 key = f"load_{int(share * 100)}"
                 results[key] = {
-                    "rate_events_s": load.rate, "immediate": len(immediate), "waiting": len(waiting),
+                    "rate_events_s": load.rate,
+                    "immediate": len(immediate),
+                    "waiting": len(waiting),
                     "immediate_p50_ms": percentile(immediate, 50) * 1000,
                     "immediate_p99_ms": percentile(immediate, 99) * 1000,
                     "waiting_p50_ms": percentile(waiting, 50) * 1000,
@@ -187,22 +217,33 @@ def main() -> None:
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=60)
+    if args.throughput_only:
+        return
     raw = float(results["raw_aiokafka_events_s"])  # type: ignore[arg-type]
     worker_rate = float(results["worker_events_s"])  # type: ignore[arg-type]
-    rows = ["| measure | value |", "|---|---|",
-            f"| raw consume, aiokafka (faust's client), read and discard | {raw:,.0f} events/s |",
-            f"| raw consume, kafka-python | {results['raw_kafka_python_events_s']:,.0f} events/s |",
-            f"| one `frtwatch process` worker, sustained | {worker_rate:,.0f} events/s |",
-            f"| worker / raw aiokafka | {worker_rate / raw:.1%} |"]
+    rows = [
+        "| measure | value |",
+        "|---|---|",
+        f"| raw consume, aiokafka (faust's client), read and discard | {raw:,.0f} events/s |",
+        f"| raw consume, kafka-python | {results['raw_kafka_python_events_s']:,.0f} events/s |",
+        f"| one `frtwatch process` worker, sustained | {worker_rate:,.0f} events/s |",
+        f"| worker / raw aiokafka | {worker_rate / raw:.1%} |",
+    ]
     for key in ("load_50", "load_90"):
         r = results[key]
         assert isinstance(r, dict)
-        rows.append(f"| {key[5:]}% load ({r['rate_events_s']:,.0f}/s): immediate rules p50 / p99 "
-                    f"| {r['immediate_p50_ms']:,.0f} / {r['immediate_p99_ms']:,.0f} ms ({r['immediate']} violations) |")
-        rows.append(f"| {key[5:]}% load: grace-period rules p50 / p99 (wait 10 s by design) "
-                    f"| {r['waiting_p50_ms']:,.0f} / {r['waiting_p99_ms']:,.0f} ms ({r['waiting']} violations) |")
-    table = "\n".join([f"Events: {args.events:,} simulated and signed, {PARTITIONS} partitions, one broker.", "",
-                       *rows])
+        rows.append(
+            f"| {key[5:]}% load ({r['rate_events_s']:,.0f}/s): immediate rules p50 / p99 "
+            f"| {r['immediate_p50_ms']:,.0f} / {r['immediate_p99_ms']:,.0f} ms "
+            f"({r['immediate']} violations) |"
+        )
+        rows.append(
+            f"| {key[5:]}% load: grace-period rules p50 / p99 (wait 10 s by design) "
+            f"| {r['waiting_p50_ms']:,.0f} / {r['waiting_p99_ms']:,.0f} ms ({r['waiting']} violations) |"
+        )
+    table = "\n".join(
+        [f"Events: {args.events:,} simulated and signed, {PARTITIONS} partitions, one broker.", "", *rows]
+    )
     print(table)
     print(f"written to {write_results('processor', results, table)}")
 

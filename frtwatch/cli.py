@@ -317,7 +317,9 @@ def simulate(
     duration: Annotated[float | None, typer.Option(help="Seconds to run (events = rate x duration).")] = None,
     events: Annotated[int | None, typer.Option(help="Messages to send (default 2,000).")] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same fleet and traffic.")] = 1,
-    fleet_seed: Annotated[int | None, typer.Option(help="Keep this seed's fleet (and keys), new traffic.")] = None,
+    fleet_seed: Annotated[
+        int | None, typer.Option(help="Keep this seed's fleet (and keys), new traffic.")
+    ] = None,
     operators: Annotated[
         int, typer.Option(help="Operators (organisations using FRT).")
     ] = FleetShape.operators,
@@ -466,7 +468,9 @@ def _print_summary(title: str, rows: dict[str, str]) -> None:
 
 
 @app.command("process")
-def process(loglevel: Annotated[str, typer.Option(help="Worker log level: crit, error, warn, info, debug.")] = "warn") -> None:
+def process(
+    loglevel: Annotated[str, typer.Option(help="Worker log level: crit, error, warn, info, debug.")] = "warn",
+) -> None:
     """Run a stream-processor worker (Kafka settings from FRTWATCH_*; start more for more partitions)."""
     from stream_processors.app import app as faust_app
 

@@ -19,6 +19,7 @@ import logging
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,10 @@ from contracts.records import DeadLetter, Violation
 from contracts.timestamps import now_timestamp
 from frtwatch.config import Settings
 from stream_processors.admission import Gate, load_keys
+from stream_processors.journal import Journal
 from stream_processors.judge import Judge
 from stream_processors.reload import PackWatcher
 from stream_processors.rules.pack import available_packs, load_packs
-from stream_processors.tables import IntMapping, TableMapping
 
 BY_OPERATOR = "frtwatch-events-by-operator"
 SOURCE_HEADER = "frtwatch-source"
@@ -58,41 +59,53 @@ app = faust.App(
     key_serializer="raw",
     value_serializer="raw",
     consumer_auto_offset_reset="earliest",
+    producer_linger_ms=5,  # let aiokafka batch what the agents send
     web_enabled=False,  # `frtwatch process` also passes --without-web; metrics get their own server
     web_bind="127.0.0.1",
     datadir=_scratch,
 )
+# Table writes queue in faust's producer buffer; at its default bound (100) every agent stalls
+# while it drains one message at a time.
+app.producer.buffer.max_messages = 10_000
 events_topic = app.topic(topics.EVENTS)
 by_operator = app.topic(BY_OPERATOR, partitions=settings.events_partitions, internal=True)
 violations_topic = app.topic(topics.VIOLATIONS)
 deadletter_topic = app.topic(topics.DEADLETTER)
 
 
-def _table(name: str) -> Any:
-    return app.Table(name, partitions=settings.events_partitions, key_type=str, value_type=str)
+state_table = app.Table("judge-state", partitions=settings.events_partitions, key_type=str, value_type=str)
 
 
-facts_table = _table("facts")
-pending_table = _table("pending")
-seen_table = _table("seen")
-seq_table = _table("last-seq")
-published_table = _table("published")
+def _write_state(partition: int, key: str, value: str | None) -> None:
+    """One journal record to the table and its changelog, in the given partition."""
+    if value is None:
+        state_table.data.pop(key, None)
+        state_table.send_changelog(partition, key, None, value_serializer="raw")
+    else:
+        stored = f"{partition}|{value}"
+        state_table.data[key] = stored
+        state_table.send_changelog(partition, key, stored)
+
 
 pack_names = list(settings.packs) or available_packs()
 packs = load_packs(pack_names, settings.pack_extensions)
 watcher = PackWatcher(pack_names, settings.pack_extensions)
 log = logging.getLogger("frtwatch.processor")
+journal = Journal(_write_state)
+# The journal bounds the dedup and publication windows; the gate and judge need not.
 gate = Gate(
     load_keys(settings.keys_file) if settings.keys_file else None,
-    seen=TableMapping(seen_table),
-    last_seq=IntMapping(TableMapping(seq_table)),
+    seen=journal.seen,
+    last_seq=journal.last_seq,
+    dedup_window=10**12,
 )
 judge = Judge(
     packs,
     gate,
-    facts=TableMapping(facts_table),
-    pending=TableMapping(pending_table),
-    published=TableMapping(published_table),
+    facts=journal.facts,
+    pending=journal.pending,
+    published=journal.published,
+    published_window=10**12,
 )
 _encode = msgspec.json.Encoder().encode
 
@@ -133,19 +146,30 @@ async def route(stream: Any) -> None:
 
 @app.agent(by_operator)
 async def judge_events(stream: Any) -> None:
-    async for event in stream.events():
-        message = event.message
-        verdict = judge.judge(event.value, f"{message.partition}:{message.offset}")
-        if verdict.problems:
-            source = _source(event)
-            for problem in verdict.problems:
-                await dead_letter(event.value, f"{problem.reason}: {problem.detail}", source)
-        await publish(verdict.violations)
+    async for batch in stream.take_events(1000, within=0.05):
+        by_partition: dict[int, list[Any]] = {}
+        for event in batch:
+            by_partition.setdefault(event.message.partition, []).append(event)
+        for partition, events in by_partition.items():
+            for event in events:
+                message = event.message
+                verdict = judge.judge(event.value, f"{message.partition}:{message.offset}")
+                if verdict.problems:
+                    source = _source(event)
+                    for problem in verdict.problems:
+                        await dead_letter(event.value, f"{problem.reason}: {problem.detail}", source)
+                await publish(verdict.violations)
+            journal.commit(partition, events[0].message.offset)
 
 
 @app.timer(interval=1.0)
 async def close_quiet_grace_periods() -> None:
-    await publish(judge.tick())
+    violations = judge.tick()
+    by_event: dict[str, list[str]] = {}
+    for violation in violations:
+        by_event.setdefault(violation.event_ids[0], []).append(violation.violation_id)
+    journal.commit_decided(by_event, int(time.time() * 1000))
+    await publish(violations)
 
 
 @app.timer(interval=2.0)
@@ -168,8 +192,13 @@ async def reload_packs_on_sighup() -> None:
     )
 
 
-@facts_table.on_recover
+@state_table.on_recover
 async def rebuild_engine() -> None:
+    records = {}
+    for key, stored in list(state_table.data.items()):
+        partition, value = str(stored).split("|", 1)
+        records[key] = (int(partition), value)
+    journal.recover(records)
     await publish(judge.rebuild())
 
 
