@@ -31,6 +31,7 @@ from bench.harness import local_kafka, write_results
 from contracts import topics
 from contracts.timestamps import parse_timestamp
 from frtwatch.stack.kafka import KafkaCluster
+from producers.plan import Message
 from producers.sender import producer_settings
 from producers.simulator import Simulation, plan, run, write_keys
 from stream_processors.rules.pack import available_packs, load_packs
@@ -127,8 +128,11 @@ def worker_throughput(kafka: KafkaCluster, count: int) -> tuple[float, float]:
         time.sleep(0.5)
 
 
-def latencies(kafka: KafkaCluster, since: dict[TopicPartition, int]) -> tuple[list[float], list[float]]:
-    """Seconds from occurred_at to the violation record, for immediate and for waiting rules."""
+def latencies(
+    kafka: KafkaCluster, since: dict[TopicPartition, int], event_ids: set[str]
+) -> tuple[list[float], list[float]]:
+    """Seconds from occurred_at to the violation record of the given events, for immediate and
+    for waiting rules."""
     consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
     partitions = list(since)
     consumer.assign(partitions)
@@ -142,8 +146,8 @@ def latencies(kafka: KafkaCluster, since: dict[TopicPartition, int]) -> tuple[li
             for record in records:
                 violation = json.loads(record.value)
                 occurred = parse_timestamp(violation["occurred_at"]).timestamp()
-                if occurred < time.time() - 3600:
-                    continue  # history the simulator backfills (registry snapshots months ago)
+                if violation["event_ids"][0] not in event_ids or occurred < time.time() - 3600:
+                    continue  # another phase's, or history the simulator backfills months back
                 latency = record.timestamp / 1000 - occurred
                 (waiting if violation["rule_id"] in WAITING_RULES else immediate).append(latency)
     consumer.close()
@@ -194,15 +198,18 @@ def main() -> None:
                     start=datetime.now(UTC),
                 )
                 producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, **producer_settings())
-                run(
-                    load,
-                    lambda m, producer=producer: producer.send(topics.EVENTS, value=m.value, key=m.key),
-                    paced=True,
-                )
+                sent: set[str] = set()
+
+                def send(message: Message, producer: KafkaProducer = producer, sent: set[str] = sent) -> None:
+                    producer.send(topics.EVENTS, value=message.value, key=message.key)
+                    if message.event is not None:
+                        sent.add(message.event["event_id"])
+
+                run(load, send, paced=True)
                 producer.flush()
                 producer.close()
                 time.sleep(15)  # grace period plus the timer
-                immediate, waiting = latencies(kafka, since)
+                immediate, waiting = latencies(kafka, since, sent)
                 key = f"load_{int(share * 100)}"
                 results[key] = {
                     "rate_events_s": load.rate,
