@@ -92,6 +92,15 @@ async def _raw_aiokafka(bootstrap: str, count: int) -> float:
         await consumer.stop()
 
 
+def faust_floor(kafka: KafkaCluster, count: int) -> float:
+    env = {**os.environ, "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers, "FLOOR_EVENTS": str(count)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.faust_floor"], env=env, capture_output=True, text=True, timeout=600
+    )
+    line = next(line for line in result.stdout.splitlines() if line.startswith("FLOOR "))
+    return float(line.split()[1])
+
+
 def start_worker(kafka: KafkaCluster, home: Path, keys: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -104,12 +113,17 @@ def start_worker(kafka: KafkaCluster, home: Path, keys: Path) -> subprocess.Pope
     return subprocess.Popen([sys.executable, "-m", "frtwatch", "process"], env=env, stdout=log, stderr=log)
 
 
-def committed(kafka: KafkaCluster, topic: str) -> int:
+def progress(kafka: KafkaCluster) -> tuple[int, bool]:
+    """(source events routed, whether the judge has also committed everything routed)."""
     consumer = KafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers, group_id="frtwatch-processor", enable_auto_commit=False
     )
     try:
-        return sum(consumer.committed(tp) or 0 for tp in topic_partitions(topic))
+        routed = sum(consumer.committed(tp) or 0 for tp in topic_partitions(topics.EVENTS))
+        internal = topic_partitions("frtwatch-events-by-operator")
+        ends = consumer.end_offsets(internal)
+        judged = all((consumer.committed(tp) or 0) >= ends[tp] for tp in internal)
+        return routed, judged
     finally:
         consumer.close()
 
@@ -119,12 +133,12 @@ def worker_throughput(kafka: KafkaCluster, count: int) -> tuple[float, float]:
     started = time.monotonic()
     first_at = first_done = None
     while True:
-        done = committed(kafka, "frtwatch-events-by-operator")
-        if done and first_at is None:
-            first_at, first_done = time.monotonic(), done
-        if done >= count:
+        routed, judged = progress(kafka)
+        if routed and first_at is None:
+            first_at, first_done = time.monotonic(), routed
+        if routed >= count and judged:
             assert first_at is not None and first_done is not None
-            return (done - first_done) / (time.monotonic() - first_at), first_at - started
+            return (routed - first_done) / (time.monotonic() - first_at), first_at - started
         time.sleep(0.5)
 
 
@@ -175,7 +189,9 @@ def main() -> None:
         preload(kafka, sim)
         results["raw_kafka_python_events_s"] = raw_kafka_python(kafka, args.events)
         results["raw_aiokafka_events_s"] = asyncio.run(_raw_aiokafka(kafka.bootstrap_servers, args.events))
+        results["faust_empty_agent_events_s"] = faust_floor(kafka, args.events)
         print(
+            f"empty faust agent {results['faust_empty_agent_events_s']:,.0f}/s; "
             f"raw consume: kafka-python {results['raw_kafka_python_events_s']:,.0f}/s, "
             f"aiokafka {results['raw_aiokafka_events_s']:,.0f}/s",
             flush=True,
@@ -234,7 +250,10 @@ def main() -> None:
         f"| raw consume, aiokafka (faust's client), read and discard | {raw:,.0f} events/s |",
         f"| raw consume, kafka-python | {results['raw_kafka_python_events_s']:,.0f} events/s |",
         f"| one `frtwatch process` worker, sustained | {worker_rate:,.0f} events/s |",
+        f"| an empty faust agent on the same topic (faust's own floor) | "
+        f"{results['faust_empty_agent_events_s']:,.0f} events/s |",
         f"| worker / raw aiokafka | {worker_rate / raw:.1%} |",
+        f"| worker / empty faust agent | {worker_rate / float(results['faust_empty_agent_events_s']):.1%} |",
     ]
     for key in ("load_50", "load_90"):
         r = results[key]

@@ -31,13 +31,13 @@ from contracts.records import DeadLetter, Violation
 from contracts.timestamps import now_timestamp
 from frtwatch.config import Settings
 from stream_processors.admission import Gate, load_keys
+from stream_processors.bundle import Bundle
 from stream_processors.journal import Journal
 from stream_processors.judge import Judge
 from stream_processors.reload import PackWatcher
 from stream_processors.rules.pack import available_packs, load_packs
 
 BY_OPERATOR = "frtwatch-events-by-operator"
-SOURCE_HEADER = "frtwatch-source"
 
 
 def _mkdir(path: Path) -> Path:
@@ -129,37 +129,34 @@ async def dead_letter(raw: bytes, reason: str, source: tuple[str, int, int]) -> 
 
 @app.agent(events_topic)
 async def route(stream: Any) -> None:
-    async for event in stream.events():
-        message = event.message
-        source = f"{message.topic}|{message.partition}|{message.offset}"
-        try:
-            decoded = decode_event(event.value)
-        except ContractError as error:
-            await dead_letter(
-                event.value, f"{error.code}: {error}", (message.topic, message.partition, message.offset)
-            )
-            continue
-        await by_operator.send(
-            key=decoded.operator_id.encode(), value=event.value, headers={SOURCE_HEADER: source.encode()}
-        )
+    async for batch in stream.take_events(2000, within=0.02):
+        bundles: dict[str, Bundle] = {}
+        for event in batch:
+            message = event.message
+            source = (message.topic, message.partition, message.offset)
+            try:
+                operator_id = decode_event(event.value).operator_id
+            except ContractError as error:
+                await dead_letter(event.value, f"{error.code}: {error}", source)
+                continue
+            bundle = bundles.setdefault(operator_id, Bundle())
+            bundle.add(source, event.value)
+            if bundle.full:
+                await by_operator.send(key=operator_id.encode(), value=bundles.pop(operator_id).encode())
+        for operator_id, bundle in bundles.items():
+            await by_operator.send(key=operator_id.encode(), value=bundle.encode())
 
 
 @app.agent(by_operator)
 async def judge_events(stream: Any) -> None:
-    async for batch in stream.take_events(1000, within=0.05):
-        by_partition: dict[int, list[Any]] = {}
-        for event in batch:
-            by_partition.setdefault(event.message.partition, []).append(event)
-        for partition, events in by_partition.items():
-            for event in events:
-                message = event.message
-                verdict = judge.judge(event.value, f"{message.partition}:{message.offset}")
-                if verdict.problems:
-                    source = _source(event)
-                    for problem in verdict.problems:
-                        await dead_letter(event.value, f"{problem.reason}: {problem.detail}", source)
-                await publish(verdict.violations)
-            journal.commit(partition, events[0].message.offset)
+    async for event in stream.events():
+        for source, raw in Bundle.decode(event.value):
+            # The source position names the message, so a redelivery is not taken for a replay.
+            verdict = judge.judge(raw, f"{source[1]}:{source[2]}")
+            for problem in verdict.problems:
+                await dead_letter(raw, f"{problem.reason}: {problem.detail}", source)
+            await publish(verdict.violations)
+        journal.commit(event.message.partition, event.message.offset)
 
 
 @app.timer(interval=1.0)
@@ -200,12 +197,3 @@ async def rebuild_engine() -> None:
         records[key] = (int(partition), value)
     journal.recover(records)
     await publish(judge.rebuild())
-
-
-def _source(event: Any) -> tuple[str, int, int]:
-    headers = dict(event.headers or {})
-    raw = headers.get(SOURCE_HEADER)
-    if raw is None:
-        return (event.message.topic, event.message.partition, event.message.offset)
-    topic, partition, offset = (raw.decode() if isinstance(raw, bytes) else raw).rsplit("|", 2)
-    return (topic, int(partition), int(offset))
