@@ -189,11 +189,25 @@ async def reload_packs_on_sighup() -> None:
     )
 
 
+@app.on_partitions_revoked.connect
+async def forget_everything_until_recovered(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    """Partitions are moving: hold no state (the timer must not decide another worker's
+    events) until recovery rebuilds it for the new assignment."""
+    journal.recover({})
+    judge.rebuild()
+
+
 @state_table.on_recover
 async def rebuild_engine() -> None:
+    """After every rebalance: the state of exactly the partitions this worker now owns (the
+    store may still hold records of partitions that moved to another worker)."""
+    mine = {
+        tp.partition for tp in app.assignor.assigned_actives() if tp.topic == by_operator.get_topic_name()
+    }
     records = {}
     for key, stored in list(state_table.data.items()):
         partition, value = str(stored).split("|", 1)
-        records[key] = (int(partition), value)
+        if int(partition) in mine:
+            records[key] = (int(partition), value)
     journal.recover(records)
     await publish(judge.rebuild())
