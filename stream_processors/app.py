@@ -190,7 +190,7 @@ async def reload_packs_on_sighup() -> None:
 
 
 @app.on_partitions_revoked.connect
-async def forget_everything_until_recovered(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+def forget_everything_until_recovered(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
     """Partitions are moving: hold no state (the timer must not decide another worker's
     events) until recovery rebuilds it for the new assignment."""
     journal.recover({})
