@@ -48,9 +48,8 @@ def machine() -> dict[str, Any]:
 @contextmanager
 def local_kafka(home: Path) -> Iterator[KafkaCluster]:
     """A single-node Kafka on free loopback ports, for one benchmark run."""
-    from tests.services import kafka_cluster
 
-    cluster = kafka_cluster(home)
+    cluster = KafkaCluster.on_free_ports(home)
     try:
         cluster.start(timeout=120)
         yield cluster

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from contracts.events import Event
+from contracts.events import EVENT_TYPES, Event
 from contracts.records import DeadLetter, Violation
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -44,8 +44,6 @@ def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
 
 def example_events() -> dict[str, bytes]:
     """Event type -> the example message (compact JSON bytes), in contract order."""
-    from contracts.events import EVENT_TYPES
-
     return {
         event_type: json.dumps(json.loads((EXAMPLES_DIR / f"{event_type}.json").read_text())).encode()
         for event_type in EVENT_TYPES

@@ -26,7 +26,6 @@ FACT_TYPES = frozenset({"device.registered", "consent.granted", "consent.withdra
 class Verdict:
     violations: list[Violation] = field(default_factory=list)
     problems: list[Rejection] = field(default_factory=list)
-    accepted: bool = False
 
 
 class Judge:
@@ -79,7 +78,6 @@ class Judge:
         event = admission.event
         if event is None:
             return verdict
-        verdict.accepted = True
         if event.event_type in FACT_TYPES:
             self.facts[event.event_id] = raw.decode()
         found = self.engine.process(event)

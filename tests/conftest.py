@@ -7,8 +7,7 @@ import pytest
 
 from frtwatch.stack.kafka import KafkaCluster
 from frtwatch.stack.monitoring import Alertmanager, Prometheus
-from frtwatch.stack.process import StackError
-from tests.services import free_ports, kafka_cluster
+from frtwatch.stack.process import StackError, free_ports
 
 EVENTS_PARTITIONS = 6
 
@@ -16,7 +15,7 @@ EVENTS_PARTITIONS = 6
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     """One real single-node Kafka (KRaft) with the contract topics, for the whole session."""
-    cluster = kafka_cluster(tmp_path_factory.mktemp("kafka"))
+    cluster = KafkaCluster.on_free_ports(tmp_path_factory.mktemp("kafka"))
     try:
         cluster.start(timeout=120)
         cluster.create_topics(EVENTS_PARTITIONS)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from contracts import topics
 from frtwatch import REPO_ROOT
-from frtwatch.stack.process import ManagedProcess, StackError, stop_all
+from frtwatch.stack.process import ManagedProcess, StackError, free_ports, stop_all
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 LOG4J_CONFIG = REPO_ROOT / "deploy" / "kafka" / "log4j2.properties"
@@ -78,6 +78,12 @@ class KafkaCluster:
     home: Path
     broker_ports: tuple[int, ...]
     controller_ports: tuple[int, ...]
+
+    @classmethod
+    def on_free_ports(cls, home: Path, brokers: int = 1) -> "KafkaCluster":
+        """A cluster on loopback ports free right now (tests and benchmarks)."""
+        ports = free_ports(2 * brokers)
+        return cls(home=home, broker_ports=tuple(ports[:brokers]), controller_ports=tuple(ports[brokers:]))
 
     @property
     def size(self) -> int:

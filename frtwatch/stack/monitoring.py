@@ -32,7 +32,7 @@ def local_prometheus_config(targets: dict[str, str]) -> dict[str, Any]:
     ``targets`` and rule files made absolute."""
     config: dict[str, Any] = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["rule_files"] = [str(PROMETHEUS_DIR / pattern) for pattern in config.get("rule_files", [])]
-    groups = [am for am in config.get("alerting", {}).get("alertmanagers", [])]
+    groups = list(config.get("alerting", {}).get("alertmanagers", []))
     groups += config.get("scrape_configs", [])
     for group in groups:
         for static in group.get("static_configs", []):

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -12,6 +13,20 @@ from pathlib import Path
 
 class StackError(RuntimeError):
     """A service could not be started or reached; the message carries its log tail."""
+
+
+def free_ports(count: int) -> list[int]:
+    """Loopback ports free right now (bound together, so they are distinct)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

@@ -13,7 +13,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from contracts import topics
 from frtwatch.stack.kafka import KafkaCluster
 from frtwatch.stack.monitoring import Alertmanager, Prometheus
-from tests.services import free_ports, kafka_cluster
+from frtwatch.stack.process import free_ports
 
 
 def frtwatch(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -73,7 +73,7 @@ def test_stack_up_is_healthy_idempotent_and_stops_cleanly(tmp_path: Path) -> Non
 
 
 def test_three_broker_mode_replicates_every_topic(tmp_path: Path) -> None:
-    cluster: KafkaCluster = kafka_cluster(tmp_path, brokers=3)
+    cluster: KafkaCluster = KafkaCluster.on_free_ports(tmp_path, brokers=3)
     try:
         cluster.start(timeout=180)
         cluster.create_topics(6)

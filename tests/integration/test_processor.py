@@ -20,14 +20,13 @@ from kafka import KafkaConsumer, TopicPartition
 from contracts import topics
 from frtwatch.stack.kafka import KafkaCluster
 from frtwatch.stack.process import StackError
-from tests.services import kafka_cluster
 
 PARTITIONS = 4
 
 
 @pytest.fixture
 def kafka_alone(tmp_path: Path) -> Iterator[KafkaCluster]:
-    cluster = kafka_cluster(tmp_path / "kafka")
+    cluster = KafkaCluster.on_free_ports(tmp_path / "kafka")
     try:
         cluster.start(timeout=120)
         cluster.create_topics(PARTITIONS)
