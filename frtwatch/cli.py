@@ -137,20 +137,20 @@ def stack_up(
 
 
 @stack_app.command("down")
-def stack_down(brokers: Brokers = None) -> None:
-    """Stop every service of the local stack (data and logs are kept)."""
+def stack_down() -> None:
+    """Stop every service of the local stack, all brokers included (data and logs are kept)."""
     from frtwatch.stack import LocalStack
 
-    stopped = LocalStack(_settings(brokers=brokers)).down()
+    stopped = LocalStack(_settings()).down()
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
 @stack_app.command("status")
-def stack_status(brokers: Brokers = None) -> None:
+def stack_status() -> None:
     """Show which services run, and where the logs and data are."""
     from frtwatch.stack import LocalStack
 
-    _print_summary("frtwatch stack", LocalStack(_settings(brokers=brokers)).status())
+    _print_summary("frtwatch stack", LocalStack(_settings()).status())
 
 
 @stack_app.command("topics")

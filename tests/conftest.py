@@ -2,6 +2,7 @@
 cannot start, and the failure carries the service's log tail."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -12,18 +13,23 @@ from frtwatch.stack.process import StackError, free_ports
 EVENTS_PARTITIONS = 6
 
 
-@pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    """One real single-node Kafka (KRaft) with the contract topics, for the whole session."""
-    cluster = KafkaCluster.on_free_ports(tmp_path_factory.mktemp("kafka"))
+def running_kafka(home: Path, partitions: int) -> Iterator[KafkaCluster]:
+    """A real single-node Kafka (KRaft) with the contract topics, stopped afterwards."""
+    cluster = KafkaCluster.on_free_ports(home)
     try:
         cluster.start(timeout=120)
-        cluster.create_topics(EVENTS_PARTITIONS)
+        cluster.create_topics(partitions)
     except StackError as error:
         cluster.stop()
         pytest.fail(f"Kafka could not start: {error}", pytrace=False)
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """One Kafka for the whole session."""
+    yield from running_kafka(tmp_path_factory.mktemp("kafka"), EVENTS_PARTITIONS)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from frtwatch.config import Settings
 from frtwatch.stack import clickhouse
 from frtwatch.stack.kafka import KafkaCluster
 from frtwatch.stack.monitoring import Alertmanager, Prometheus
-from frtwatch.stack.process import StackError, stop_all
+from frtwatch.stack.process import ManagedProcess, StackError, stop_all
 
 __all__ = ["LocalStack", "StackError"]
 
@@ -55,12 +55,18 @@ class LocalStack:
         return summary
 
     def down(self, timeout: float = 60.0) -> list[str]:
-        """Stop everything this stack started; return what was running."""
+        """Stop everything this stack started (whatever its broker count); return what was running."""
         stopped = stop_all([self.prometheus.process, self.alertmanager.process], timeout)
-        return stopped + self.kafka.stop(timeout)
+        return stopped + stop_all(self._kafka_nodes(), timeout)
+
+    def _kafka_nodes(self) -> list[ManagedProcess]:
+        """The Kafka nodes with a pid file, and at least those of the configured size."""
+        running = {path.stem for path in (self.settings.home / "run").glob("kafka-*.pid")}
+        names = sorted(running | {node.name for node in self.kafka.nodes()})
+        return [ManagedProcess(name, self.settings.home) for name in names]
 
     def status(self) -> dict[str, str]:
-        processes = [*self.kafka.nodes(), self.alertmanager.process, self.prometheus.process]
+        processes = [*self._kafka_nodes(), self.alertmanager.process, self.prometheus.process]
         report = {}
         for process in processes:
             pid = process.pid()

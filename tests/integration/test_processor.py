@@ -19,22 +19,15 @@ from kafka import KafkaConsumer, TopicPartition
 
 from contracts import topics
 from frtwatch.stack.kafka import KafkaCluster
-from frtwatch.stack.process import StackError
+from tests.conftest import running_kafka
 
 PARTITIONS = 4
 
 
 @pytest.fixture
 def kafka_alone(tmp_path: Path) -> Iterator[KafkaCluster]:
-    cluster = KafkaCluster.on_free_ports(tmp_path / "kafka")
-    try:
-        cluster.start(timeout=120)
-        cluster.create_topics(PARTITIONS)
-    except StackError as error:
-        cluster.stop()
-        pytest.fail(f"Kafka could not start: {error}", pytrace=False)
-    yield cluster
-    cluster.stop()
+    """A Kafka of this test's own, so its topics hold only this test's data."""
+    yield from running_kafka(tmp_path / "kafka", PARTITIONS)
 
 
 class Worker:
