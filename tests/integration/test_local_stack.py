@@ -80,9 +80,18 @@ def test_three_broker_mode_replicates_every_topic(tmp_path: Path) -> None:
         admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap_servers)
         for topic in admin.describe_topics(list(topics.ALL)):
             assert all(len(p["replica_nodes"]) == 3 for p in topic["partitions"]), topic["name"]
-        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topics.EVENTS)])
+        # The effective value, once the topic's config has reached the broker that answers.
+        deadline = time.monotonic() + 30
+        while True:
+            resource = ConfigResource(ConfigResourceType.TOPIC, topics.EVENTS)
+            described = admin.describe_configs([resource], config_filter="all")["topic"].get(
+                topics.EVENTS, {}
+            )
+            if "min.insync.replicas" in described or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         admin.close()
-        assert configs["topic"][topics.EVENTS]["min.insync.replicas"]["value"] == "2"
+        assert described["min.insync.replicas"]["value"] == "2"
     finally:
         stopped = cluster.stop()
     assert stopped == ["kafka-1", "kafka-2", "kafka-3"]
