@@ -84,16 +84,6 @@ class ManagedProcess:
         """SIGTERM, then SIGKILL after ``timeout``. True if a process was running."""
         return bool(stop_all([self], timeout))
 
-    def kill(self) -> None:
-        """SIGKILL at once (fault tests)."""
-        pid = self.pid()
-        if pid is not None:
-            _signal_group(pid, signal.SIGKILL)
-            while _alive(pid):
-                _reap(pid)
-                time.sleep(0.05)
-            self.pid_path.unlink(missing_ok=True)
-
     def wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll ``check`` until true; fail with the log tail on timeout or if the process dies."""
         deadline = time.monotonic() + timeout

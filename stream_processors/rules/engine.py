@@ -75,10 +75,6 @@ class Engine:
         self.last_queued = False  # whether the last processed event now waits for its grace period
         self._wall_at_watermark = clock()
 
-    @property
-    def packs(self) -> list[Pack]:
-        return self._packs
-
     def process(self, event: Envelope) -> list[Violation]:
         """Judge one event; return the violations now decided (its own immediate ones and any
         waiting ones whose grace period this event's time has closed)."""
