@@ -34,6 +34,8 @@ from frtwatch.stack.kafka import KafkaCluster
 from producers.plan import Message
 from producers.sender import producer_settings
 from producers.simulator import Simulation, plan, run, write_keys
+from stream_processors.admission import Gate, load_keys
+from stream_processors.judge import Judge
 from stream_processors.rules.pack import available_packs, load_packs
 
 PARTITIONS = 6
@@ -45,12 +47,29 @@ WAITING_RULES = {
 }
 
 
-def preload(kafka: KafkaCluster, sim: Simulation) -> int:
+def preload(kafka: KafkaCluster, sim: Simulation) -> list[bytes]:
     producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, **producer_settings(linger_ms=50))
-    run(sim, lambda m: producer.send(topics.EVENTS, value=m.value, key=m.key), paced=False)
+    values: list[bytes] = []
+
+    def send(message: Message) -> None:
+        producer.send(topics.EVENTS, value=message.value, key=message.key)
+        values.append(message.value)
+
+    run(sim, send, paced=False)
     producer.flush()
     producer.close()
-    return sim.events
+    return values
+
+
+def judge_alone(values: list[bytes], keys: Path) -> float:
+    """Admission and rules in one process on the same bytes, no Kafka and no faust: the
+    ceiling of the judging itself."""
+    judge = Judge(load_packs(available_packs()), Gate(load_keys(keys)), facts={}, pending={}, published={})
+    began = time.perf_counter()
+    for n, value in enumerate(values):
+        judge.judge(value, f"0:{n}")
+    judge.flush_all()
+    return len(values) / (time.perf_counter() - began)
 
 
 def topic_partitions(topic: str) -> list[TopicPartition]:
@@ -186,7 +205,8 @@ def main() -> None:
         kafka.create_topics(PARTITIONS)
         sim = Simulation(seed=7, events=args.events, rate=1e9, start=datetime.now(UTC))
         write_keys(home / "keys.json", plan(sim)[0])
-        preload(kafka, sim)
+        values = preload(kafka, sim)
+        results["judge_alone_events_s"] = judge_alone(values, home / "keys.json")
         results["raw_kafka_python_events_s"] = raw_kafka_python(kafka, args.events)
         results["raw_aiokafka_events_s"] = asyncio.run(_raw_aiokafka(kafka.bootstrap_servers, args.events))
         results["faust_empty_agent_events_s"] = faust_floor(kafka, args.events)
@@ -252,6 +272,8 @@ def main() -> None:
         f"| one `frtwatch process` worker, sustained | {worker_rate:,.0f} events/s |",
         f"| an empty faust agent on the same topic (faust's own floor) | "
         f"{results['faust_empty_agent_events_s']:,.0f} events/s |",
+        f"| the judging alone (admission + rules), in one process, no Kafka | "
+        f"{results['judge_alone_events_s']:,.0f} events/s |",
         f"| worker / raw aiokafka | {worker_rate / raw:.1%} |",
         f"| worker / empty faust agent | {worker_rate / float(results['faust_empty_agent_events_s']):.1%} |",
     ]
