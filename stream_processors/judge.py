@@ -68,7 +68,7 @@ class Judge:
         )
         found: list[Violation] = []
         for event in waiting:
-            found += self.engine.process(event)
+            found += self.engine.process(event, source=None)
         self.engine.decided.clear()
         return self._unpublished(found)
 
@@ -80,7 +80,7 @@ class Judge:
             return verdict
         if event.event_type in FACT_TYPES:
             self.facts[event.event_id] = raw.decode()
-        found = self.engine.process(event)
+        found = self.engine.process(event, source=origin.rpartition(":")[0])
         if self.engine.last_queued:
             self.pending[event.event_id] = raw.decode()
         self._forget_decided()

@@ -70,14 +70,19 @@ class Engine:
                         self._by_type.setdefault(event_type, []).append(_Entry(pack, rule, case))
         self._pending: list[tuple[datetime, int, Envelope, datetime, bool]] = []
         self._order = itertools.count()
-        self._watermark: datetime | None = None
+        self._watermark: datetime | None = None  # the low watermark over sources
+        self._source_times: dict[str, datetime] = {}  # the latest event time each source reached
         self.decided: list[str] = []  # ids of waiting events decided since the caller last cleared it
         self.last_queued = False  # whether the last processed event now waits for its grace period
         self._wall_at_watermark = clock()
 
-    def process(self, event: Envelope) -> list[Violation]:
+    def process(self, event: Envelope, source: str | None = "") -> list[Violation]:
         """Judge one event; return the violations now decided (its own immediate ones and any
-        waiting ones whose grace period this event's time has closed)."""
+        waiting ones whose grace period this event's time has closed). ``source`` names the
+        input partition it came through: event time advances only as far as the slowest
+        source has reached, so a source that lags (a stalled router, a rebalance) holds
+        decisions back instead of having its late events judged without them. ``None``: the
+        event does not move event time (a replay while rebuilding state)."""
         at = parse_timestamp(event.occurred_at)
         self.stats.events += 1
         if self._watermark is not None and at < self._watermark - self.grace:
@@ -92,9 +97,15 @@ class Engine:
         self.last_queued = any(e.case.waits for e in entries) or bool(entries and not device_known)
         if self.last_queued:
             heapq.heappush(self._pending, (at + self.grace, next(self._order), event, at, device_known))
-        if self._watermark is None or at > self._watermark:
-            self._watermark, self._wall_at_watermark = at, self.clock()
-        found += self._flush(self._watermark)
+        if source is not None:
+            reached = self._source_times.get(source)
+            if reached is None or at > reached:
+                self._source_times[source] = at
+            low = min(self._source_times.values())
+            if self._watermark is None or low > self._watermark:
+                self._watermark, self._wall_at_watermark = low, self.clock()
+        if self._watermark is not None:
+            found += self._flush(self._watermark)
         return found
 
     def learn(self, event: Envelope) -> None:

@@ -166,3 +166,32 @@ def test_the_2025_calendar_skips_golden_week() -> None:
     assert working_days_deadline(datetime(2026, 3, 2, tzinfo=CHINA), 30) - timedelta(days=1) == datetime(
         2026, 4, 13, tzinfo=CHINA
     )
+
+
+def test_event_time_waits_for_the_slowest_source() -> None:
+    """A consent routed through a lagging source still covers a recognition that another,
+    faster source carried far ahead; with one source for both, it would arrive too late."""
+    from stream_processors.rules.engine import Engine
+    from stream_processors.rules.examples import build_events
+
+    example = {
+        "name": "lagging source",
+        "events": [
+            {"type": "device.registered", "at": -100},
+            {"type": "recognition.performed", "at": 5},
+            {"type": "recognition.performed", "at": 60, "subject_ref": "s2", "legal_basis": "law"},
+            {"type": "consent.granted", "at": 4},
+        ],
+    }
+    registration, recognition, later, consent = build_events(DOCUMENT, example)
+
+    def found(sources: tuple[str, str]) -> list[str]:
+        engine = Engine([PACKS["cn-cac-2025"]], grace=timedelta(seconds=10))
+        fast, slow = sources
+        verdicts = engine.process(registration, fast) + engine.process(registration, slow)
+        verdicts += engine.process(recognition, fast) + engine.process(later, fast)
+        verdicts += engine.process(consent, slow) + engine.flush_all()
+        return [v.rule_id for v in verdicts]
+
+    assert found(("devices", "back-office")) == []
+    assert found(("one", "one")) == ["FRT-CONSENT-MISSING"]
