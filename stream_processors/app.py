@@ -106,6 +106,8 @@ judge = Judge(
     pending=journal.pending,
     published=journal.published,
     published_window=10**12,
+    # Input sources are the partitions of frt.events.v1 (a judged event's origin is partition:offset).
+    sources=tuple(str(partition) for partition in range(settings.events_partitions)),
 )
 _encode = msgspec.json.Encoder().encode
 

@@ -38,20 +38,24 @@ class Judge:
         pending: MutableMapping[str, str],
         published: MutableMapping[str, str],
         grace: timedelta = timedelta(seconds=10),
+        sources: tuple[str, ...] = (),
         published_window: int = 500_000,
         engine_factory: Callable[[], Engine] | None = None,
     ) -> None:
         self.gate = gate
+        self._sources = sources
         self.facts, self.pending, self.published = facts, pending, published
         self._published_order: deque[str] = deque()
         self._published_window = published_window
-        self._new_engine: Callable[[], Engine] = engine_factory or (lambda: Engine(packs, grace=grace))
+        self._new_engine: Callable[[], Engine] = engine_factory or (
+            lambda: Engine(packs, grace=grace, sources=sources)
+        )
         self.engine = self._new_engine()
 
     def swap_packs(self, packs: list[Pack]) -> list[Violation]:
         """Judge with other packs from now on, keeping every fact and waiting event."""
-        grace = self.engine.grace
-        self._new_engine = lambda: Engine(packs, grace=grace)
+        grace, sources = self.engine.grace, self._sources
+        self._new_engine = lambda: Engine(packs, grace=grace, sources=sources)
         return self.rebuild()
 
     def rebuild(self) -> list[Violation]:

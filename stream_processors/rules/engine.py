@@ -11,7 +11,7 @@ waiting are decided at once.
 import hashlib
 import heapq
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,6 +56,7 @@ class Engine:
         *,
         grace: timedelta = DEFAULT_GRACE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sources: Iterable[str] = (),
     ) -> None:
         self.grace = grace
         self.clock = clock
@@ -71,7 +72,8 @@ class Engine:
         self._pending: list[tuple[datetime, int, Envelope, datetime, bool]] = []
         self._order = itertools.count()
         self._watermark: datetime | None = None  # the low watermark over sources
-        self._source_times: dict[str, datetime] = {}  # the latest event time each source reached
+        # The latest event time each input source reached; None: expected, not heard from yet.
+        self._source_times: dict[str, datetime | None] = dict.fromkeys(sources)
         self.decided: list[str] = []  # ids of waiting events decided since the caller last cleared it
         self.last_queued = False  # whether the last processed event now waits for its grace period
         self._wall_at_watermark = clock()
@@ -101,12 +103,19 @@ class Engine:
             reached = self._source_times.get(source)
             if reached is None or at > reached:
                 self._source_times[source] = at
-            low = min(self._source_times.values())
-            if self._watermark is None or low > self._watermark:
-                self._watermark, self._wall_at_watermark = low, self.clock()
-        if self._watermark is not None:
-            found += self._flush(self._watermark)
+            found += self._advance()
         return found
+
+    def _advance(self) -> list[Violation]:
+        """Move event time to the slowest source's; decide only once every expected source has
+        been heard from (until then the quiet-stream timer decides)."""
+        reached = [t for t in self._source_times.values() if t is not None]
+        low = min(reached)
+        if self._watermark is None or low > self._watermark:
+            self._watermark, self._wall_at_watermark = low, self.clock()
+        if len(reached) < len(self._source_times):
+            return []
+        return self._flush(self._watermark)
 
     def learn(self, event: Envelope) -> None:
         """Take in the facts an event carries without judging it (rebuilding state)."""
