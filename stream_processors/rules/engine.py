@@ -76,7 +76,7 @@ class Engine:
         self._source_times: dict[str, datetime | None] = dict.fromkeys(sources)
         self.decided: list[str] = []  # ids of waiting events decided since the caller last cleared it
         self.last_queued = False  # whether the last processed event now waits for its grace period
-        self._wall_at_watermark = clock()
+        self._wall_at_watermark = self._started = clock()
 
     def process(self, event: Envelope, source: str | None = "") -> list[Violation]:
         """Judge one event; return the violations now decided (its own immediate ones and any
@@ -107,15 +107,17 @@ class Engine:
         return found
 
     def _advance(self) -> list[Violation]:
-        """Move event time to the slowest source's; decide only once every expected source has
-        been heard from (until then the quiet-stream timer decides)."""
+        """Move event time to the slowest source's. Every expected source gets one grace
+        period (of wall time, from the start) to be heard from before event time exists at
+        all; one silent after that is taken as idle, and only the quiet-stream timer decides."""
         reached = [t for t in self._source_times.values() if t is not None]
+        everyone = len(reached) == len(self._source_times)
+        if not reached or (not everyone and self.clock() - self._started < self.grace):
+            return []
         low = min(reached)
         if self._watermark is None or low > self._watermark:
             self._watermark, self._wall_at_watermark = low, self.clock()
-        if len(reached) < len(self._source_times):
-            return []
-        return self._flush(self._watermark)
+        return self._flush(self._watermark) if everyone else []
 
     def learn(self, event: Envelope) -> None:
         """Take in the facts an event carries without judging it (rebuilding state)."""
@@ -123,9 +125,10 @@ class Engine:
 
     def tick(self) -> list[Violation]:
         """Let wall-clock time advance event time while the stream is quiet."""
+        found = self._advance() if self._source_times else []
         if self._watermark is None:
-            return []
-        return self._flush(self._watermark + (self.clock() - self._wall_at_watermark))
+            return found
+        return found + self._flush(self._watermark + (self.clock() - self._wall_at_watermark))
 
     def flush_all(self) -> list[Violation]:
         """Decide everything still waiting (end of input)."""
