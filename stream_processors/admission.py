@@ -16,6 +16,9 @@ from pathlib import Path
 from contracts import ContractError, Event, decode_event, verify
 from contracts.timestamps import parse_timestamp
 
+MAX_FUTURE = timedelta(minutes=5)  # device clocks may run this far ahead of ours
+MAX_AGE = timedelta(days=400)
+
 REASONS = (
     "too_large",
     "invalid_utf8",
@@ -55,8 +58,8 @@ class Gate:
         self,
         keys: dict[str, bytes] | None = None,
         *,
-        max_future: timedelta = timedelta(minutes=5),
-        max_age: timedelta = timedelta(days=400),
+        max_future: timedelta = MAX_FUTURE,
+        max_age: timedelta = MAX_AGE,
         dedup_window: int = 500_000,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         seen: MutableMapping[str, str] | None = None,

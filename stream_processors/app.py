@@ -1,20 +1,20 @@
 """The faust app: `frtwatch process`, or `faust -A stream_processors.app worker`.
 
-Two agents, thin wiring around pure parts:
-- ``route`` reads frt.events.v1 (keyed by device), refuses what is not a contract event, and
-  re-keys the rest by operator onto an internal topic: an operator's devices, consents and
-  registry then meet in one partition, where their facts live.
-- ``judge`` admits each event (signature, time, duplicates, seq), updates the facts and runs
-  the rule engine (stream_processors.judge), publishing violations keyed by operator_id and
-  refusals to frt.deadletter.v1.
-A timer lets wall-clock time close grace periods when the stream is quiet. State lives in
-changelogged tables, so a restarted worker recovers it; processing is at-least-once, and
+Thin wiring around pure parts:
+- the router (stream_processors.router) reads frt.events.v1 (keyed by device) in batches and
+  re-keys it by operator onto the judge's lanes, a topic of this app: an operator's devices,
+  consents and registry then meet in one lane, where their facts live. It also sends every
+  lane progress marks, from which each lane's event time follows.
+- the ``judge_lane`` agent admits each event (signature, time, duplicates, seq), updates the
+  facts and runs the rule engine (stream_processors.judge), publishing violations keyed by
+  operator_id and refusals to frt.deadletter.v1.
+A timer lets wall-clock time close grace periods while every source is caught up. State lives
+in a changelogged table, so a restarted worker recovers it; processing is at-least-once, and
 violation ids are deterministic, so a replay never yields a different violation.
 """
 
 import asyncio
 import atexit
-import base64
 import logging
 import shutil
 import signal
@@ -24,17 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import faust
-import msgspec
 
-from contracts import ContractError, decode_event, topics
-from contracts.records import DeadLetter, Violation
-from contracts.timestamps import now_timestamp
+from contracts import topics
+from contracts.records import Violation
+from contracts.timestamps import parse_timestamp
 from frtwatch.config import Settings
 from stream_processors.admission import Gate, load_keys
 from stream_processors.bundle import Bundle
 from stream_processors.journal import Journal
 from stream_processors.judge import Judge
+from stream_processors.outputs import Source, dead_letter_value, violation_value
 from stream_processors.reload import PackWatcher
+from stream_processors.router import Router
 from stream_processors.rules.pack import available_packs, load_packs
 
 BY_OPERATOR = "frtwatch-events-by-operator"
@@ -67,7 +68,6 @@ app = faust.App(
 # Table writes queue in faust's producer buffer; at its default bound (100) every agent stalls
 # while it drains one message at a time.
 app.producer.buffer.max_messages = 10_000
-events_topic = app.topic(topics.EVENTS)
 by_operator = app.topic(BY_OPERATOR, partitions=settings.events_partitions, internal=True)
 violations_topic = app.topic(topics.VIOLATIONS)
 deadletter_topic = app.topic(topics.DEADLETTER)
@@ -109,60 +109,45 @@ judge = Judge(
     # Input sources are the partitions of frt.events.v1 (a judged event's origin is partition:offset).
     sources=tuple(str(partition) for partition in range(settings.events_partitions)),
 )
-_encode = msgspec.json.Encoder().encode
 
 
-# Sends go through faust's producer buffer without an await: a batch is then handled in one
-# step, never cut off half way by a shutdown after its events were acknowledged (take_events
-# acknowledges a batch however its handling ends), and the offset commit flushes the buffer
-# first.
+# Sends go through faust's producer buffer without an await: a bundle is then handled in one
+# step, never cut off half way by a shutdown, and the offset commit flushes the buffer first.
 def publish(violations: list[Violation]) -> None:
     for violation in violations:
-        violations_topic.send_soon(key=violation.operator_id.encode(), value=_encode(violation))
+        violations_topic.send_soon(key=violation.operator_id.encode(), value=violation_value(violation))
 
 
-def dead_letter(raw: bytes, reason: str, source: tuple[str, int, int]) -> None:
-    record = DeadLetter(
-        original=base64.b64encode(raw).decode(),
-        reason=reason,
-        source_topic=source[0],
-        source_partition=source[1],
-        source_offset=source[2],
-        dead_lettered_at=now_timestamp(),
+def dead_letter(raw: bytes, reason: str, source: Source) -> None:
+    deadletter_topic.send_soon(key=None, value=dead_letter_value(raw, reason, source))
+
+
+@app.task
+async def route() -> None:
+    await by_operator.maybe_declare()  # the lanes exist, with their partitions, before any send
+    router = Router(
+        app.producer, settings.bootstrap_servers, BY_OPERATOR, settings.events_partitions, "frtwatch-router"
     )
-    deadletter_topic.send_soon(key=None, value=_encode(record))
-
-
-@app.agent(events_topic)
-async def route(stream: Any) -> None:
-    async for batch in stream.take_events(2000, within=0.02):
-        bundles: dict[str, Bundle] = {}
-        for event in batch:
-            message = event.message
-            source = (message.topic, message.partition, message.offset)
-            try:
-                operator_id = decode_event(event.value).operator_id
-            except ContractError as error:
-                dead_letter(event.value, f"{error.code}: {error}", source)
-                continue
-            bundle = bundles.setdefault(operator_id, Bundle())
-            bundle.add(source, event.value)
-            if bundle.full:
-                by_operator.send_soon(key=operator_id.encode(), value=bundles.pop(operator_id).encode())
-        for operator_id, bundle in bundles.items():
-            by_operator.send_soon(key=operator_id.encode(), value=bundle.encode())
+    await router.run()
 
 
 @app.agent(by_operator)
-async def judge_events(stream: Any) -> None:
+async def judge_lane(stream: Any) -> None:
     async for event in stream.events():
-        for source, raw in Bundle.decode(event.value):
+        lane = event.message.partition
+        bundle = Bundle.decode(event.value)
+        judge.expect(lane, {str(source[1]) for source, _ in bundle.items})
+        for source, raw in bundle.items:
             # The source position names the message, so a redelivery is not taken for a replay.
-            verdict = judge.judge(raw, f"{source[1]}:{source[2]}")
+            verdict = judge.judge(raw, f"{source[1]}:{source[2]}", lane)
             for problem in verdict.problems:
                 dead_letter(raw, f"{problem.reason}: {problem.detail}", source)
             publish(verdict.violations)
-        journal.commit(event.message.partition, event.message.offset)
+        for partition, reached, caught_up in bundle.marks:
+            publish(
+                judge.mark(lane, str(partition), parse_timestamp(reached) if reached else None, caught_up)
+            )
+        journal.commit(lane, event.message.offset)
 
 
 @app.timer(interval=1.0)

@@ -1,7 +1,12 @@
 """Events travel from the router to the judge in bundles: one Kafka message carries the events
 of one operator from one batch, each with its source topic, partition and offset. The judge's
 per-message costs (faust's stream machinery, a Kafka record) are then paid per bundle rather
-than per event."""
+than per event.
+
+A bundle may also carry progress marks instead: for each source partition the router reads,
+the latest event time it has passed on and whether it had caught up with the partition's end.
+They are sent to every lane after the events they vouch for, so a lane that reads a mark has
+read everything the mark covers."""
 
 from dataclasses import dataclass, field
 
@@ -9,14 +14,18 @@ import msgspec
 
 MAX_BUNDLE_BYTES = 512 * 1024  # well under Kafka's default 1 MiB message limit
 Source = tuple[str, int, int]
+Mark = tuple[int, str, bool]  # (source partition, latest occurred_at passed on or "", caught up)
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(list[tuple[tuple[str, int, int], bytes]])
+_decoder = msgspec.msgpack.Decoder(
+    tuple[list[tuple[tuple[str, int, int], bytes]], list[tuple[int, str, bool]]]
+)
 
 
 @dataclass
 class Bundle:
     items: list[tuple[Source, bytes]] = field(default_factory=list)
+    marks: list[Mark] = field(default_factory=list)
     size: int = 0
 
     def add(self, source: Source, raw: bytes) -> None:
@@ -28,8 +37,9 @@ class Bundle:
         return self.size >= MAX_BUNDLE_BYTES - 64 * 1024  # room for one more maximal event
 
     def encode(self) -> bytes:
-        return _encoder.encode(self.items)
+        return _encoder.encode((self.items, self.marks))
 
     @staticmethod
-    def decode(value: bytes) -> list[tuple[Source, bytes]]:
-        return _decoder.decode(value)
+    def decode(value: bytes) -> "Bundle":
+        items, marks = _decoder.decode(value)
+        return Bundle(items, marks)

@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts import decode_event
-
 # (partition, key, value or None to delete) -> None
 Write = Callable[[int, str, str | None], None]
 
@@ -81,7 +79,7 @@ class Journal:
         waiting, _ = self.pending.drain()
         if waiting:
             key = f"wait|{partition}|{offset}"
-            self.write(partition, key, json.dumps(list(waiting.values())))
+            self.write(partition, key, json.dumps(list(waiting.items())))
             self._wait_records[key] = set(waiting)
             self._waiting.update({event_id: (partition, key) for event_id in waiting})
         self.commit_published(partition, offset)
@@ -156,8 +154,7 @@ class Journal:
             elif kind == "fact":
                 dict.__setitem__(self.facts, key.split("|", 1)[1], value)
             elif kind == "wait":
-                raws = json.loads(value)
-                ids = {decode_event(raw.encode()).event_id: raw for raw in raws}
+                ids = dict(json.loads(value))
                 dict.update(self.pending, ids)
                 self._wait_records[key] = set(ids)
                 self._waiting.update({event_id: (partition, key) for event_id in ids})

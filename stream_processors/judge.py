@@ -9,12 +9,14 @@ published, so a restarted worker does not publish one twice.
 """
 
 from collections import deque
-from collections.abc import Callable, MutableMapping
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from contracts import decode_event
+from contracts.events import Envelope
 from contracts.records import Violation
+from contracts.timestamps import parse_timestamp
 from stream_processors.admission import Gate, Rejection
 from stream_processors.rules.engine import Engine
 from stream_processors.rules.pack import Pack
@@ -29,6 +31,10 @@ class Verdict:
 
 
 class Judge:
+    """One rule engine per lane (a partition of the judge's input): a lane holds whole
+    operators, and its event time must follow only what that lane has read, or a lane read
+    ahead would decide another lane's events before their facts arrived."""
+
     def __init__(
         self,
         packs: list[Pack],
@@ -40,72 +46,81 @@ class Judge:
         grace: timedelta = timedelta(seconds=10),
         sources: tuple[str, ...] = (),
         published_window: int = 500_000,
-        engine_factory: Callable[[], Engine] | None = None,
     ) -> None:
         self.gate = gate
-        self._sources = sources
+        self._grace, self._sources, self._packs = grace, sources, packs
+        # Stored facts and waiting events are "lane|raw event", so a rebuild knows their lane.
         self.facts, self.pending, self.published = facts, pending, published
         self._published_order: deque[str] = deque()
         self._published_window = published_window
-        self._new_engine: Callable[[], Engine] = engine_factory or (
-            lambda: Engine(packs, grace=grace, sources=sources)
-        )
-        self.engine = self._new_engine()
+        self.engines: dict[int, Engine] = {}
+
+    def engine(self, lane: int) -> Engine:
+        engine = self.engines.get(lane)
+        if engine is None:
+            engine = self.engines[lane] = Engine(self._packs, grace=self._grace, sources=self._sources)
+        return engine
 
     def swap_packs(self, packs: list[Pack]) -> list[Violation]:
         """Judge with other packs from now on, keeping every fact and waiting event."""
-        grace, sources = self.engine.grace, self._sources
-        self._new_engine = lambda: Engine(packs, grace=grace, sources=sources)
+        self._packs = packs
         return self.rebuild()
 
     def rebuild(self) -> list[Violation]:
-        """A fresh engine from the stored facts and waiting events (after recovery). Returns the
+        """Fresh engines from the stored facts and waiting events (after recovery). Returns the
         violations that had not been published yet."""
-        self.engine = self._new_engine()
-        facts = sorted(
-            (decode_event(raw.encode()) for raw in self.facts.values()), key=lambda e: e.occurred_at
-        )
-        for event in facts:
-            self.engine.learn(event)
-        waiting = sorted(
-            (decode_event(raw.encode()) for raw in self.pending.values()), key=lambda e: e.occurred_at
-        )
+        self.engines = {}
+        for lane, event in _by_time(self.facts.values()):
+            self.engine(lane).learn(event)
         found: list[Violation] = []
-        for event in waiting:
-            found += self.engine.process(event, source=None)
-        self.engine.decided.clear()
+        for lane, event in _by_time(self.pending.values()):
+            found += self.engine(lane).process(event, source=None)
+        for engine in self.engines.values():
+            engine.decided.clear()
         return self._unpublished(found)
 
-    def judge(self, raw: bytes, origin: str) -> Verdict:
+    def judge(self, raw: bytes, origin: str, lane: int = 0) -> Verdict:
         admission = self.gate.admit(raw, origin)
         verdict = Verdict(problems=admission.problems)
         event = admission.event
         if event is None:
             return verdict
+        engine = self.engine(lane)
         if event.event_type in FACT_TYPES:
-            self.facts[event.event_id] = raw.decode()
-        found = self.engine.process(event, source=origin.rpartition(":")[0])
-        if self.engine.last_queued:
-            self.pending[event.event_id] = raw.decode()
+            self.facts[event.event_id] = f"{lane}|{raw.decode()}"
+        found = engine.process(event, source=origin.rpartition(":")[0])
+        if engine.last_queued:
+            self.pending[event.event_id] = f"{lane}|{raw.decode()}"
         self._forget_decided()
         verdict.violations = self._unpublished(found)
         return verdict
 
+    def expect(self, lane: int, sources: Iterable[str]) -> None:
+        """A bundle with events of these sources is next (see Engine.expect)."""
+        self.engine(lane).expect(sources)
+
+    def mark(self, lane: int, source: str, reached: datetime | None, caught_up: bool) -> list[Violation]:
+        """A source's progress as the lane's reader reported it (see Engine.mark)."""
+        found = self.engine(lane).mark(source, reached, caught_up)
+        self._forget_decided()
+        return self._unpublished(found)
+
     def tick(self) -> list[Violation]:
-        found = self.engine.tick()
+        found = [v for engine in self.engines.values() for v in engine.tick()]
         self._forget_decided()
         return self._unpublished(found)
 
     def flush_all(self) -> list[Violation]:
         """Decide everything still waiting (end of input)."""
-        found = self.engine.flush_all()
+        found = [v for engine in self.engines.values() for v in engine.flush_all()]
         self._forget_decided()
         return self._unpublished(found)
 
     def _forget_decided(self) -> None:
-        for event_id in self.engine.decided:
-            self.pending.pop(event_id, None)
-        self.engine.decided.clear()
+        for engine in self.engines.values():
+            for event_id in engine.decided:
+                self.pending.pop(event_id, None)
+            engine.decided.clear()
 
     def _unpublished(self, violations: list[Violation]) -> list[Violation]:
         fresh = []
@@ -118,3 +133,12 @@ class Judge:
                 self.published.pop(self._published_order.popleft(), None)
             fresh.append(violation)
         return fresh
+
+
+def _by_time(stored: Iterable[str]) -> list[tuple[int, Envelope]]:
+    """Stored "lane|raw event" values as (lane, event), in event time."""
+    events = []
+    for value in stored:
+        lane, raw = value.split("|", 1)
+        events.append((int(lane), decode_event(raw.encode())))
+    return sorted(events, key=lambda item: parse_timestamp(item[1].occurred_at))

@@ -4,8 +4,8 @@ Facts (registrations, consents, filings) are updated as events arrive, and every
 asked as of the event's own time. A case whose predicates look for an absence (no valid
 consent, no registration) is decided only when the event-time watermark has passed the event
 by the grace period, so a consent that arrives late but occurred in time still counts; if the
-stream goes quiet, ``tick`` lets wall-clock time stand in for event time. Cases that need no
-waiting are decided at once.
+stream goes quiet (every source's reader reports it has caught up), ``tick`` lets wall-clock
+time stand in for event time. Cases that need no waiting are decided at once.
 """
 
 import hashlib
@@ -57,8 +57,10 @@ class Engine:
         grace: timedelta = DEFAULT_GRACE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sources: Iterable[str] = (),
+        mark_ttl: timedelta = timedelta(seconds=3),
     ) -> None:
         self.grace = grace
+        self.mark_ttl = mark_ttl
         self.clock = clock
         self.facts = Facts()
         self.stats = Stats()
@@ -71,12 +73,16 @@ class Engine:
                         self._by_type.setdefault(event_type, []).append(_Entry(pack, rule, case))
         self._pending: list[tuple[datetime, int, Envelope, datetime, bool]] = []
         self._order = itertools.count()
-        self._watermark: datetime | None = None  # the low watermark over sources
+        self._watermark: datetime | None = None  # event time: never moves backwards
         # The latest event time each input source reached; None: expected, not heard from yet.
         self._source_times: dict[str, datetime | None] = dict.fromkeys(sources)
+        # Sources whose reader last said it had nothing more to read, with when we heard it: a
+        # reader that stops reporting (it died) stops vouching after mark_ttl.
+        self._caught_up: dict[str, datetime] = {}
+        self._latest: datetime | None = None  # the latest event time seen at all
+        self._quiet: tuple[datetime, datetime] | None = None  # (wall, event time) when all caught up
         self.decided: list[str] = []  # ids of waiting events decided since the caller last cleared it
         self.last_queued = False  # whether the last processed event now waits for its grace period
-        self._wall_at_watermark = self._started = clock()
 
     def process(self, event: Envelope, source: str | None = "") -> list[Violation]:
         """Judge one event; return the violations now decided (its own immediate ones and any
@@ -100,35 +106,80 @@ class Engine:
         if self.last_queued:
             heapq.heappush(self._pending, (at + self.grace, next(self._order), event, at, device_known))
         if source is not None:
-            reached = self._source_times.get(source)
-            if reached is None or at > reached:
-                self._source_times[source] = at
+            self._reach(source, at)
+            self._caught_up.pop(source, None)
             found += self._advance()
         return found
 
+    def mark(self, source: str, reached: datetime | None, caught_up: bool) -> list[Violation]:
+        """Progress reported by a source's reader: it has passed on every event of ``source``
+        up to event time ``reached``, and ``caught_up`` says it found nothing more to read.
+        A caught-up source holds nothing back; when every source is caught up the stream is
+        quiet and ``tick`` lets wall-clock time stand in for event time."""
+        if reached is not None:
+            self._reach(source, reached)
+        else:
+            self._source_times.setdefault(source, None)
+        if caught_up:
+            self._caught_up[source] = self.clock()
+        else:
+            self._caught_up.pop(source, None)
+        return self._advance()
+
+    def expect(self, sources: Iterable[str]) -> None:
+        """Events of these sources are about to be processed: they are no longer caught up, so
+        the others' events processed first cannot carry event time past theirs."""
+        for source in sources:
+            self._caught_up.pop(source, None)
+
+    def _reach(self, source: str, at: datetime) -> None:
+        at = min(at, self.clock())  # a device clock running ahead must not carry event time
+        reached = self._source_times.get(source)
+        if reached is None or at > reached:
+            self._source_times[source] = at
+        if self._latest is None or at > self._latest:
+            self._latest = at
+
     def _advance(self) -> list[Violation]:
-        """Move event time to the slowest source's. Every expected source gets one grace
-        period (of wall time, from the start) to be heard from before event time exists at
-        all; one silent after that is taken as idle, and only the quiet-stream timer decides."""
-        reached = [t for t in self._source_times.values() if t is not None]
-        everyone = len(reached) == len(self._source_times)
-        if not reached or (not everyone and self.clock() - self._started < self.grace):
+        """Move event time to the slowest source still being read. A source never heard from
+        holds everything back: its events may be the ones that decide."""
+        if not self._source_times:
             return []
-        low = min(reached)
+        stale = self.clock() - self.mark_ttl
+        active = [t for s, t in self._source_times.items() if self._caught_up.get(s, stale) <= stale]
+        if active:
+            self._quiet = None
+            if any(t is None for t in active):
+                return []
+            low = min(t for t in active if t is not None)
+        else:
+            if self._latest is None:
+                return []
+            low = self._latest
+            if self._quiet is None:
+                self._quiet = (self.clock(), low)
         if self._watermark is None or low > self._watermark:
-            self._watermark, self._wall_at_watermark = low, self.clock()
-        return self._flush(self._watermark) if everyone else []
+            self._watermark = low
+        return self._flush(self._watermark)
 
     def learn(self, event: Envelope) -> None:
         """Take in the facts an event carries without judging it (rebuilding state)."""
-        self._learn(event, parse_timestamp(event.occurred_at))
+        at = parse_timestamp(event.occurred_at)
+        latest = min(at, self.clock())
+        if self._latest is None or latest > self._latest:
+            self._latest = latest
+        self._learn(event, at)
 
     def tick(self) -> list[Violation]:
-        """Let wall-clock time advance event time while the stream is quiet."""
-        found = self._advance() if self._source_times else []
-        if self._watermark is None:
+        """While every source is caught up, let wall-clock time advance event time."""
+        found = self._advance()
+        if self._quiet is None:
             return found
-        return found + self._flush(self._watermark + (self.clock() - self._wall_at_watermark))
+        wall, at = self._quiet
+        until = at + (self.clock() - wall)
+        if self._watermark is None or until > self._watermark:
+            self._watermark = until
+        return found + self._flush(self._watermark)
 
     def flush_all(self) -> list[Violation]:
         """Decide everything still waiting (end of input)."""

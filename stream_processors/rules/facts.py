@@ -60,8 +60,12 @@ class Facts:
     def register(
         self, device_id: str, at: datetime, event_id: str, facts: dict[str, Any]
     ) -> Registration | None:
-        """Record a registration; return the one it follows in event time (None if first)."""
+        """Record a registration; return the one it follows in event time (None if first).
+        Learning the same event twice (a redelivery) changes nothing."""
         history = self.registrations.setdefault(device_id, [])
+        for index, known in enumerate(history):
+            if known.event_id == event_id:
+                return history[index - 1] if index else None
         index = bisect.bisect_right([r.at for r in history], at)
         history.insert(index, Registration(at, event_id, facts))
         return history[index - 1] if index else None
@@ -77,6 +81,10 @@ class Facts:
     # -- consents ------------------------------------------------------------------------------
 
     def grant(self, operator_id: str, subject_ref: str, consent: Consent) -> None:
+        # A consent_id is granted once; a second copy (a redelivered grant) would stay valid
+        # after the withdrawal that reached only the first.
+        if (operator_id, consent.consent_id) in self.consent_ids:
+            return
         withdrawn = self.early_withdrawals.pop((operator_id, consent.consent_id), None)
         if withdrawn is not None:
             consent.withdrawn_at = withdrawn
