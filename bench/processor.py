@@ -39,6 +39,7 @@ from stream_processors.judge import Judge
 from stream_processors.rules.pack import available_packs, load_packs
 
 PARTITIONS = 6
+LANES = "frtwatch-events-by-operator"
 WAITING_RULES = {
     rule.rule_id
     for pack in load_packs(available_packs())
@@ -132,33 +133,42 @@ def start_worker(kafka: KafkaCluster, home: Path, keys: Path) -> subprocess.Pope
     return subprocess.Popen([sys.executable, "-m", "frtwatch", "process"], env=env, stdout=log, stderr=log)
 
 
-def progress(kafka: KafkaCluster) -> tuple[int, bool]:
-    """(source events routed, whether the judge has also committed everything routed)."""
+def committed(kafka: KafkaCluster, group: str, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
     consumer = KafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers, group_id="frtwatch-processor", enable_auto_commit=False
+        bootstrap_servers=kafka.bootstrap_servers, group_id=group, enable_auto_commit=False
     )
     try:
-        routed = sum(consumer.committed(tp) or 0 for tp in topic_partitions(topics.EVENTS))
-        internal = topic_partitions("frtwatch-events-by-operator")
-        ends = consumer.end_offsets(internal)
-        judged = all((consumer.committed(tp) or 0) >= ends[tp] for tp in internal)
-        return routed, judged
+        return {tp: consumer.committed(tp) or 0 for tp in partitions}
+    finally:
+        consumer.close()
+
+
+def lane_ends(kafka: KafkaCluster) -> dict[TopicPartition, int]:
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+    try:
+        return consumer.end_offsets(topic_partitions(LANES))  # type: ignore[no-any-return]
     finally:
         consumer.close()
 
 
 def worker_throughput(kafka: KafkaCluster, count: int) -> tuple[float, float]:
-    """(events/s judged, seconds from worker start to the first committed offset)."""
+    """(events/s judged, seconds from worker start to the first routed offset committed): the
+    router's committed offsets count events in; the run ends when the judge has committed every
+    lane up to where the last event's bundle was written."""
     started = time.monotonic()
     first_at = first_done = None
     while True:
-        routed, judged = progress(kafka)
+        routed = sum(committed(kafka, "frtwatch-router", topic_partitions(topics.EVENTS)).values())
         if routed and first_at is None:
             first_at, first_done = time.monotonic(), routed
-        if routed >= count and judged:
-            assert first_at is not None and first_done is not None
-            return (routed - first_done) / (time.monotonic() - first_at), first_at - started
+        if routed >= count:
+            break
         time.sleep(0.5)
+    assert first_at is not None and first_done is not None
+    ends = lane_ends(kafka)
+    while any(offset < ends[tp] for tp, offset in committed(kafka, "frtwatch-processor", list(ends)).items()):
+        time.sleep(0.5)
+    return (routed - first_done) / (time.monotonic() - first_at), first_at - started
 
 
 def latencies(

@@ -22,7 +22,7 @@ from contracts.events import ConsentGranted, ConsentWithdrawn, DeviceRegistered,
 from contracts.records import Violation
 from contracts.timestamps import format_timestamp, parse_timestamp
 from stream_processors.rules.facts import DEVICE_FACTS, Consent, Facts, Registration
-from stream_processors.rules.pack import Case, Pack, Rule
+from stream_processors.rules.pack import Case, Condition, Pack, Rule
 from stream_processors.rules.predicates import PREDICATES, Context
 
 DEFAULT_GRACE = timedelta(seconds=10)
@@ -34,11 +34,18 @@ def violation_id(policy_pack: str, rule_id: str, event_id: str) -> str:
     return hashlib.sha256(f"{policy_pack}\x1f{rule_id}\x1f{event_id}".encode()).hexdigest()[:32]
 
 
+Check = Callable[[Context], bool]
+
+
 @dataclass(frozen=True)
 class _Entry:
     pack: Pack
     rule: Rule
     case: Case
+    waits: bool  # the case looks for an absence (computed once: it is asked per event)
+    about_registration: bool  # the case is the unregistered-device one
+    when: tuple[Check, ...]  # the case's conditions, resolved to their predicates
+    unless: tuple[Check, ...]  # the rule's exceptions, likewise
 
 
 @dataclass
@@ -69,8 +76,19 @@ class Engine:
         for pack in packs:
             for rule in pack.rules:
                 for case in rule.cases:
+                    entry = _Entry(
+                        pack,
+                        rule,
+                        case,
+                        case.waits,
+                        any(c.name == "device_unregistered" for c in case.when),
+                        _checks(case.when),
+                        _checks(rule.unless),
+                    )
                     for event_type in case.on:
-                        self._by_type.setdefault(event_type, []).append(_Entry(pack, rule, case))
+                        self._by_type.setdefault(event_type, []).append(entry)
+        self._immediate = {t: [e for e in entries if not e.waits] for t, entries in self._by_type.items()}
+        self._any_waits = {t: any(e.waits for e in entries) for t, entries in self._by_type.items()}
         self._pending: list[tuple[datetime, int, Envelope, datetime, bool]] = []
         self._order = itertools.count()
         self._watermark: datetime | None = None  # event time: never moves backwards
@@ -101,8 +119,8 @@ class Engine:
         device = self._device_for(event, at)
         device_known = device is not None or event.device_id is None
         if device_known:
-            found += self._judge(event, at, device, previous, [e for e in entries if not e.case.waits])
-        self.last_queued = any(e.case.waits for e in entries) or bool(entries and not device_known)
+            found += self._judge(event, at, device, previous, self._immediate.get(event.event_type, []))
+        self.last_queued = self._any_waits.get(event.event_type, False) or bool(entries and not device_known)
         if self.last_queued:
             heapq.heappush(self._pending, (at + self.grace, next(self._order), event, at, device_known))
         if source is not None:
@@ -226,9 +244,9 @@ class Engine:
             device = self._device_for(event, at)
             entries = self._by_type.get(event.event_type, ())
             if event.device_id is not None and device is None:
-                chosen = [e for e in entries if any(c.name == "device_unregistered" for c in e.case.when)]
+                chosen = [e for e in entries if e.about_registration]
             else:
-                chosen = [e for e in entries if e.case.waits or not device_known]
+                chosen = [e for e in entries if e.waits or not device_known]
             found += self._judge(event, at, device, None, chosen)
         self.stats.pending = len(self._pending)
         return found
@@ -249,7 +267,7 @@ class Engine:
                 ctx = contexts[entry.pack.name] = Context(
                     event, at, device, previous, self.facts, entry.pack.name, entry.pack.params
                 )
-            if _holds_all(ctx, entry.case) and not _holds_any(ctx, entry.rule):
+            if _all_hold(ctx, entry.when) and not _any_holds(ctx, entry.unless):
                 found.append(self._violation(ctx, entry))
         self.stats.violations += len(found)
         return found
@@ -277,20 +295,26 @@ class Engine:
         )
 
 
-def _holds_all(ctx: Context, case: Case) -> bool:
-    for condition in case.when:
-        predicate = PREDICATES[condition.name].test
-        if not (predicate(ctx, condition.values) if condition.values is not None else predicate(ctx)):
+def _all_hold(ctx: Context, checks: tuple[Check, ...]) -> bool:
+    for holds in checks:
+        if not holds(ctx):
             return False
     return True
 
 
-def _holds_any(ctx: Context, rule: Rule) -> bool:
-    for condition in rule.unless:
-        predicate = PREDICATES[condition.name].test
-        if predicate(ctx, condition.values) if condition.values is not None else predicate(ctx):
+def _any_holds(ctx: Context, checks: tuple[Check, ...]) -> bool:
+    for holds in checks:
+        if holds(ctx):
             return True
     return False
+
+
+def _checks(conditions: Iterable[Condition]) -> tuple[Check, ...]:
+    def check(condition: Condition) -> Check:
+        test, values = PREDICATES[condition.name].test, condition.values
+        return test if values is None else lambda ctx: bool(test(ctx, values))
+
+    return tuple(check(condition) for condition in conditions)
 
 
 class _Fields(dict[str, Any]):

@@ -1,0 +1,143 @@
+"""Event time in the processor: per-source progress, the router's marks, quiet streams, and
+redelivered facts. Pure: the engine with a hand-driven clock, and the router's splitting."""
+
+import json
+from datetime import datetime, timedelta
+
+from contracts.timestamps import parse_timestamp
+from stream_processors.router import route
+from stream_processors.rules.engine import Engine
+from stream_processors.rules.examples import build_events, load_examples
+from stream_processors.rules.pack import load_pack
+
+DOCUMENT = load_examples()
+PACK = load_pack("cn-cac-2025")
+BASE = parse_timestamp(DOCUMENT["base_time"])
+EXAMPLE = {
+    "name": "event time",
+    "events": [
+        {"type": "device.registered", "at": -100},
+        {"type": "recognition.performed", "at": 5},  # no consent: FRT-CONSENT-MISSING after the grace
+        {"type": "consent.granted", "at": 4},
+    ],
+}
+REGISTRATION, RECOGNITION, CONSENT = build_events(DOCUMENT, EXAMPLE)
+
+
+class Clock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+def engine(clock: Clock) -> Engine:
+    return Engine([PACK], grace=timedelta(seconds=10), clock=clock, sources=("0", "1"))
+
+
+def rules(violations: list) -> list[str]:  # type: ignore[type-arg]
+    return [v.rule_id for v in violations]
+
+
+def test_nothing_is_decided_until_every_source_has_been_heard_from() -> None:
+    clock = Clock(BASE + timedelta(seconds=60))
+    judge = engine(clock)
+    judge.process(REGISTRATION, "0")
+    assert judge.process(RECOGNITION, "0") == []
+    later = BASE + timedelta(seconds=30)
+    assert judge.mark("0", later, caught_up=False) == []  # source 1 is still unknown
+    assert rules(judge.mark("1", later, caught_up=False)) == ["FRT-CONSENT-MISSING"]
+
+
+def test_a_caught_up_source_holds_nothing_back_but_one_about_to_be_read_does() -> None:
+    clock = Clock(BASE + timedelta(seconds=60))
+    judge = engine(clock)
+    judge.process(REGISTRATION, "0")
+    judge.process(RECOGNITION, "0")
+    assert judge.mark("1", None, caught_up=True) == []  # source 0 is at 5 s: grace not over
+    judge.expect(["1"])  # a bundle with events of source 1 is next: it may hold the consent
+    assert judge.mark("0", BASE + timedelta(seconds=30), caught_up=False) == []
+    assert judge.process(CONSENT, "1") == []  # the consent arrived in time and covers it
+    assert judge.mark("1", BASE + timedelta(seconds=30), caught_up=False) == []
+    assert judge.flush_all() == []
+
+
+def test_a_silent_reader_stops_vouching_after_the_mark_ttl() -> None:
+    clock = Clock(BASE + timedelta(seconds=20))
+    judge = engine(clock)
+    judge.process(REGISTRATION, "0")
+    judge.process(RECOGNITION, "1")
+    judge.mark("0", BASE, caught_up=True)
+    clock.at += judge.mark_ttl + timedelta(seconds=1)
+    # Source 1 moves on, but source 0's reader has not reported since: it holds event time.
+    assert judge.mark("1", BASE + timedelta(seconds=20), caught_up=False) == []
+    assert rules(judge.mark("0", BASE + timedelta(seconds=20), caught_up=True)) == ["FRT-CONSENT-MISSING"]
+
+
+def test_a_quiet_stream_is_decided_by_wall_clock_time() -> None:
+    clock = Clock(BASE + timedelta(seconds=5))
+    judge = engine(clock)
+    judge.process(REGISTRATION, "0")
+    judge.process(RECOGNITION, "0")
+
+    def quiet_for(seconds: int) -> list[str]:
+        found = []
+        for _ in range(seconds):
+            clock.at += timedelta(seconds=1)
+            found += judge.mark("0", None, caught_up=True) + judge.mark("1", None, caught_up=True)
+            found += judge.tick()
+        return rules(found)
+
+    assert quiet_for(1) == []  # every reader caught up: quiet from event time 5 s
+    assert quiet_for(9) == []  # 9 s of quiet: the grace period is not over
+    assert quiet_for(1) == ["FRT-CONSENT-MISSING"]
+
+
+def test_a_device_clock_running_ahead_does_not_carry_event_time() -> None:
+    clock = Clock(BASE + timedelta(seconds=6))
+    judge = engine(clock)
+    judge.process(REGISTRATION, "0")
+    judge.process(RECOGNITION, "0")
+    ahead = BASE + timedelta(minutes=4)
+    assert judge.mark("0", ahead, caught_up=False) + judge.mark("1", ahead, caught_up=False) == []
+
+
+def test_a_redelivered_grant_is_withdrawn_like_the_first() -> None:
+    withdrawn_example = {
+        "name": "redelivered grant",
+        "events": [
+            {"type": "device.registered", "at": -100},
+            {"type": "consent.granted", "at": -50, "consent_id": "c-1"},
+            {"type": "consent.withdrawn", "at": -20, "consent_id": "c-1"},
+            {"type": "recognition.performed", "at": 5},
+        ],
+    }
+    registration, grant, withdrawal, recognition = build_events(DOCUMENT, withdrawn_example)
+    judge = Engine([PACK], grace=timedelta(seconds=10))
+    for event in (registration, grant, grant, withdrawal, grant, recognition):
+        judge.process(event)
+    assert rules(judge.flush_all()) == ["FRT-CONSENT-MISSING"]
+
+
+def test_the_router_bundles_by_operator_in_order_and_letters_what_it_cannot_route() -> None:
+    def event(operator: str, at: str, n: int) -> bytes:
+        return json.dumps({"operator_id": operator, "occurred_at": at, "n": n}).encode()
+
+    records = [
+        (("frt.events.v1", 0, 10), event("op-a", "2026-11-21T08:00:01.000Z", 1)),
+        (("frt.events.v1", 0, 11), event("op-b", "2026-11-21T08:00:03.000Z", 2)),
+        (("frt.events.v1", 1, 7), b"\xff not json"),
+        (("frt.events.v1", 1, 8), event("op-a", "2026-11-21T08:00:02.000Z", 3)),
+        (("frt.events.v1", 1, 9), event("op-a", "2026-02-30T08:00:00.000Z", 4)),  # no such day
+    ]
+    routed = route(records)
+    by_operator = {operator: [source[2] for source, _ in bundle.items] for operator, bundle in routed.bundles}
+    assert by_operator == {"op-a": [10, 8, 9], "op-b": [11]}
+    assert [(reason.split(":")[0], source) for _, reason, source in routed.dead] == [
+        ("invalid_utf8", ("frt.events.v1", 1, 7))
+    ]
+    assert routed.reached == {
+        0: parse_timestamp("2026-11-21T08:00:03.000Z"),
+        1: parse_timestamp("2026-11-21T08:00:02.000Z"),
+    }
