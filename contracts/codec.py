@@ -5,7 +5,6 @@ types, enums, timestamps and ids are all checked in one call, and a failure is a
 that names the field and the reason.
 """
 
-import hashlib
 import hmac
 import re
 from typing import Any
@@ -102,7 +101,7 @@ def canonical_json(fields: dict[str, Any]) -> bytes:
 def signature(fields: dict[str, Any], key: bytes) -> str:
     """HMAC-SHA256 (hex) of the canonical JSON of the event without its ``sig`` field."""
     unsigned = {name: value for name, value in fields.items() if name != "sig"}
-    return hmac.new(key, canonical_json(unsigned), hashlib.sha256).hexdigest()
+    return hmac.digest(key, canonical_json(unsigned), "sha256").hex()
 
 
 def sign(fields: dict[str, Any], key: bytes) -> dict[str, Any]:
@@ -113,8 +112,10 @@ def sign(fields: dict[str, Any], key: bytes) -> dict[str, Any]:
 def verify(raw: bytes | dict[str, Any], key: bytes) -> bool:
     """True when the event's ``sig`` matches its content under ``key``. Extra fields the
     models do not know are part of the signed content, so this reads the raw JSON."""
-    fields = msgspec.json.decode(raw) if isinstance(raw, bytes) else raw
-    sig = fields.get("sig") if isinstance(fields, dict) else None
+    fields = msgspec.json.decode(raw) if isinstance(raw, bytes) else dict(raw)
+    if not isinstance(fields, dict):
+        return False
+    sig = fields.pop("sig", None)
     if not isinstance(sig, str):
         return False
-    return hmac.compare_digest(sig, signature(fields, key))
+    return hmac.compare_digest(sig, hmac.digest(key, canonical_json(fields), "sha256").hex())

@@ -9,11 +9,12 @@ window; a waiting record is dropped once all its events are decided. The live st
 dicts (what the Judge reads); recovery rebuilds them from the records.
 """
 
-import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 # (partition, key, value or None to delete) -> None
 Write = Callable[[int, str, str | None], None]
@@ -52,6 +53,10 @@ class RecordingDict(dict[str, Any]):
         return added, removed
 
 
+def _dumps(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
 @dataclass
 class Journal:
     write: Write
@@ -71,7 +76,7 @@ class Journal:
         seqs, _ = self.last_seq.drain()
         if seen or seqs:
             key = f"adm|{partition}|{offset}"
-            self.write(partition, key, json.dumps({"seen": list(seen.items()), "seq": list(seqs.items())}))
+            self.write(partition, key, _dumps({"seen": list(seen.items()), "seq": list(seqs.items())}))
             self._remember(partition, "adm", key, list(seen))
         facts, _ = self.facts.drain()
         for event_id, raw in facts.items():
@@ -79,7 +84,7 @@ class Journal:
         waiting, _ = self.pending.drain()
         if waiting:
             key = f"wait|{partition}|{offset}"
-            self.write(partition, key, json.dumps(list(waiting.items())))
+            self.write(partition, key, _dumps(list(waiting.items())))
             self._wait_records[key] = set(waiting)
             self._waiting.update({event_id: (partition, key) for event_id in waiting})
         self.commit_published(partition, offset)
@@ -89,7 +94,7 @@ class Journal:
         published, _ = self.published.drain()
         if published:
             key = f"pub|{partition}|{offset}"
-            self.write(partition, key, json.dumps(list(published)))
+            self.write(partition, key, _dumps(list(published)))
             self._remember(partition, "pub", key, list(published))
 
     def commit_decided(self, violations_by_event: dict[str, list[str]], stamp: int) -> None:
@@ -103,7 +108,7 @@ class Journal:
         for partition, ids in by_partition.items():
             if partition >= 0:
                 key = f"pub|{partition}|{stamp}"
-                self.write(partition, key, json.dumps(ids))
+                self.write(partition, key, _dumps(ids))
                 self._remember(partition, "pub", key, ids)
         self.forget_decided()
 
@@ -140,7 +145,7 @@ class Journal:
         for key, (partition, value) in sorted(records.items(), key=_record_order):
             kind = key.split("|", 1)[0]
             if kind == "adm":
-                data = json.loads(value)
+                data = msgspec.json.decode(value)
                 dict.update(self.seen, dict(data["seen"]))
                 for device, seq in data["seq"]:
                     dict.__setitem__(self.last_seq, device, max(seq, dict.get(self.last_seq, device, -1)))
@@ -148,13 +153,13 @@ class Journal:
                     (key, [i for i, _ in data["seen"]])
                 )
             elif kind == "pub":
-                ids = json.loads(value)
+                ids = msgspec.json.decode(value)
                 dict.update(self.published, dict.fromkeys(ids, "1"))
                 self._history.setdefault((partition, "pub"), deque()).append((key, ids))
             elif kind == "fact":
                 dict.__setitem__(self.facts, key.split("|", 1)[1], value)
             elif kind == "wait":
-                ids = dict(json.loads(value))
+                ids = dict(msgspec.json.decode(value))
                 dict.update(self.pending, ids)
                 self._wait_records[key] = set(ids)
                 self._waiting.update({event_id: (partition, key) for event_id in ids})
