@@ -70,8 +70,6 @@ app = faust.App(
 # while it drains one message at a time.
 app.producer.buffer.max_messages = 10_000
 by_operator = app.topic(BY_OPERATOR, partitions=settings.events_partitions, internal=True)
-violations_topic = app.topic(topics.VIOLATIONS)
-deadletter_topic = app.topic(topics.DEADLETTER)
 
 
 state_table = app.Table("judge-state", partitions=settings.events_partitions, key_type=str, value_type=str)
@@ -112,15 +110,18 @@ judge = Judge(
 )
 
 
-# Sends go through faust's producer buffer without an await: a bundle is then handled in one
-# step, never cut off half way by a shutdown, and the offset commit flushes the buffer first.
-def publish(violations: list[Violation]) -> None:
+# Outputs go straight to the producer: faust's per-message machinery (its send buffer) cost
+# more than the judging when a bundle yields many violations. Faust's offset commit flushes the
+# producer first, so nothing is committed before its outputs are acknowledged.
+async def publish(violations: list[Violation]) -> None:
     for violation in violations:
-        violations_topic.send_soon(key=violation.operator_id.encode(), value=violation_value(violation))
+        await app.producer.send(
+            topics.VIOLATIONS, violation.operator_id.encode(), violation_value(violation), None, None, None
+        )
 
 
-def dead_letter(raw: bytes, reason: str, source: Source) -> None:
-    deadletter_topic.send_soon(key=None, value=dead_letter_value(raw, reason, source))
+async def dead_letter(raw: bytes, reason: str, source: Source) -> None:
+    await app.producer.send(topics.DEADLETTER, None, dead_letter_value(raw, reason, source), None, None, None)
 
 
 @app.task
@@ -132,33 +133,43 @@ async def route() -> None:
     await router.run()
 
 
+# A bundle is judged, sent and journalled whole before the timer or a pack reload may touch the
+# judge: they would otherwise journal part of its state under their own records.
+judging = asyncio.Lock()
+
+
 @app.agent(by_operator)
 async def judge_lane(stream: Any) -> None:
     async for event in stream.events():
         lane = event.message.partition
         bundle = Bundle.decode(event.value)
-        judge.expect(lane, {str(source[1]) for source, _ in bundle.items})
-        for source, raw in bundle.items:
-            # The source position names the message, so a redelivery is not taken for a replay.
-            verdict = judge.judge(raw, f"{source[1]}:{source[2]}", lane)
-            for problem in verdict.problems:
-                dead_letter(raw, f"{problem.reason}: {problem.detail}", source)
-            publish(verdict.violations)
-        for partition, reached, caught_up in bundle.marks:
-            publish(
-                judge.mark(lane, str(partition), parse_timestamp(reached) if reached else None, caught_up)
-            )
-        journal.commit(lane, event.message.offset)
+        async with judging:
+            judge.expect(lane, {str(source[1]) for source, _ in bundle.items})
+            for source, raw in bundle.items:
+                # The source position names the message, so a redelivery is not taken for a replay.
+                verdict = judge.judge(raw, f"{source[1]}:{source[2]}", lane)
+                for problem in verdict.problems:
+                    await dead_letter(raw, f"{problem.reason}: {problem.detail}", source)
+                await publish(verdict.violations)
+            for partition, reached, caught_up in bundle.marks:
+                reached_at = parse_timestamp(reached) if reached else None
+                await publish(judge.mark(lane, str(partition), reached_at, caught_up))
+            journal.commit(lane, event.message.offset)
 
 
 @app.timer(interval=1.0)
 async def close_quiet_grace_periods() -> None:
-    violations = judge.tick()
+    async with judging:
+        await publish_decided(judge.tick())
+
+
+async def publish_decided(violations: list[Violation]) -> None:
+    """Publish what was decided outside a bundle (waiting events), journalled in their lanes."""
     by_event: dict[str, list[str]] = {}
     for violation in violations:
         by_event.setdefault(violation.event_ids[0], []).append(violation.violation_id)
+    await publish(violations)
     journal.commit_decided(by_event, int(time.time() * 1000))
-    publish(violations)
 
 
 @app.timer(interval=2.0)
@@ -170,7 +181,8 @@ async def reload_packs_when_changed() -> None:
 async def reload_packs() -> None:
     new = watcher.reload(lambda error: log.error("pack reload failed, keeping the running packs: %s", error))
     if new is not None:
-        publish(judge.swap_packs(new))
+        async with judging:
+            await publish_decided(judge.swap_packs(new))
         log.warning("packs reloaded: %s", ", ".join(f"{p.name} {p.ruleset_hash}" for p in new))
 
 
@@ -202,4 +214,4 @@ async def rebuild_engine() -> None:
         if int(partition) in mine:
             records[key] = (int(partition), value)
     journal.recover(records)
-    publish(judge.rebuild())
+    await publish_decided(judge.rebuild())

@@ -27,6 +27,10 @@ class Registration:
     facts: dict[str, Any]
 
 
+def _at(registration: Registration) -> datetime:
+    return registration.at
+
+
 @dataclass
 class Consent:
     consent_id: str
@@ -66,7 +70,7 @@ class Facts:
         for index, known in enumerate(history):
             if known.event_id == event_id:
                 return history[index - 1] if index else None
-        index = bisect.bisect_right([r.at for r in history], at)
+        index = bisect.bisect_right(history, at, key=_at)
         history.insert(index, Registration(at, event_id, facts))
         return history[index - 1] if index else None
 
@@ -75,7 +79,7 @@ class Facts:
         history = self.registrations.get(device_id)
         if not history:
             return None
-        index = bisect.bisect_right([r.at for r in history], at)
+        index = bisect.bisect_right(history, at, key=_at)
         return history[index - 1] if index else None
 
     # -- consents ------------------------------------------------------------------------------
