@@ -163,7 +163,7 @@ class KafkaCluster:
             config.write_text(self._properties(index))
             if not (self._data_dir(index) / "meta.properties").exists():
                 fmt = self._java(
-                    libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)
+                    libs, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)
                 )
                 result = subprocess.run(fmt, capture_output=True, text=True, timeout=120)
                 if result.returncode != 0:

@@ -11,7 +11,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from contracts import topics
-from frtwatch.stack.kafka import KafkaCluster
+from frtwatch.stack.kafka import KafkaCluster, new_cluster_id
 from frtwatch.stack.monitoring import Alertmanager, Prometheus
 from frtwatch.stack.process import free_ports
 
@@ -128,3 +128,15 @@ def test_monitoring_fixture_serves_the_project_configs(monitoring: tuple[Prometh
                 break
         assert time.monotonic() < deadline, "Prometheus never listed its Alertmanager"
         time.sleep(0.5)
+
+
+def test_a_cluster_id_that_starts_with_a_dash_formats(tmp_path: Path) -> None:
+    """Cluster ids are base64url, so one in 32 starts with "-"; the storage tool must not
+    take it for an option."""
+    cluster = KafkaCluster.on_free_ports(tmp_path)
+    (tmp_path / "data").mkdir(parents=True)
+    (tmp_path / "data" / "kafka-cluster-id").write_text("-" + new_cluster_id()[1:])
+    try:
+        cluster.start(timeout=120)
+    finally:
+        cluster.stop()
