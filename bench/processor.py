@@ -5,7 +5,9 @@
 One run, one local broker: the same topic of simulated, signed events is read and discarded by
 aiokafka (faust's client) and by kafka-python (the raw consume rates), then judged by one
 `frtwatch process` worker from a cold start (sustained events/s, counted from the first
-committed offset so start-up is excluded). Then the worker, caught up, gets the simulator's
+committed offset so start-up is excluded; the preloaded events' times are spread like live
+traffic's, so deciding waiting events is part of the run). Then the worker, caught up and with
+nothing left waiting, gets the simulator's
 traffic at 50% and 90% of that rate, and the latency from occurred_at to the violation record
 being produced (its Kafka timestamp) is measured, split between rules decided at once and
 rules that wait for the grace period by design.
@@ -21,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
@@ -39,6 +41,7 @@ from stream_processors.judge import Judge
 from stream_processors.rules.pack import available_packs, load_packs
 
 PARTITIONS = 6
+PRELOAD_EVENT_RATE = 500  # events per second of event time in the preloaded topic
 LANES = "frtwatch-events-by-operator"
 WAITING_RULES = {
     rule.rule_id
@@ -215,7 +218,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, local_kafka(Path(tmp) / "kafka") as kafka:
         home = Path(tmp)
         kafka.create_topics(PARTITIONS)
-        sim = Simulation(seed=7, events=args.events, rate=1e9, start=datetime.now(UTC))
+        # Event times spread as live traffic would be (PRELOAD_EVENT_RATE a second, ending a little
+        # before now), so waiting events are decided as event time passes, inside the measured
+        # run; only the last grace period's worth is left to the quiet-stream timer.
+        span = args.events / PRELOAD_EVENT_RATE
+        start = datetime.now(UTC) - timedelta(seconds=span + 30)
+        sim = Simulation(seed=7, events=args.events, rate=PRELOAD_EVENT_RATE, start=start)
         write_keys(home / "keys.json", plan(sim)[0])
         values = preload(kafka, sim)
         results["judge_alone_events_s"] = judge_alone(values, home / "keys.json")
@@ -234,6 +242,7 @@ def main() -> None:
             rate, startup = worker_throughput(kafka, args.events)
             results["worker_events_s"], results["worker_startup_s"] = rate, startup
             print(f"one worker: {rate:,.0f} events/s (start-up {startup:.1f} s)", flush=True)
+            time.sleep(15)  # the quiet timer decides what still waits, before load is measured
             for share in () if args.throughput_only else (0.5, 0.9):
                 consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
                 since = consumer.end_offsets(topic_partitions(topics.VIOLATIONS)[:3])
