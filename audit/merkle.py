@@ -142,3 +142,36 @@ class Frontier:
         for _, left in reversed(self._peaks[:-1]):
             node = node_hash(left, node)
         return node
+
+
+class Tree:
+    """Every level of the tree over ``leaves``, for many proofs at once (an export): pairing
+    left to right and carrying an odd last node up builds RFC 6962's tree, and a leaf's audit
+    path is then its existing siblings, level by level."""
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self.levels = [list(leaves)]
+        while len(self.levels[-1]) > 1:
+            level = self.levels[-1]
+            paired = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+            if len(level) % 2:
+                paired.append(level[-1])
+            self.levels.append(paired)
+
+    @property
+    def size(self) -> int:
+        return len(self.levels[0])
+
+    def root(self) -> bytes:
+        return self.levels[-1][0] if self.size else EMPTY_ROOT
+
+    def inclusion_proof(self, index: int) -> list[bytes]:
+        if not 0 <= index < self.size:
+            raise IndexError(f"leaf {index} is not in a tree of {self.size}")
+        proof = []
+        for level in self.levels[:-1]:
+            sibling = index ^ 1
+            if sibling < len(level):
+                proof.append(level[sibling])
+            index //= 2
+        return proof

@@ -42,7 +42,7 @@ from stream_processors.rules.pack import available_packs, load_packs
 
 PARTITIONS = 6
 PRELOAD_EVENT_RATE = 500  # events per second of event time in the preloaded topic
-LANES = "frtwatch-events-by-operator"
+LANES = topics.LANES
 WAITING_RULES = {
     rule.rule_id
     for pack in load_packs(available_packs())

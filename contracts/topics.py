@@ -6,6 +6,11 @@ DEADLETTER = "frt.deadletter.v1"
 
 ALL = (EVENTS, VIOLATIONS, DEADLETTER)
 
+# frtwatch's own topics, not part of the contract: the processor's lanes (events re-keyed by
+# operator) and the events it accepted, in bundles, for the audit log.
+LANES = "frtwatch-events-by-operator"
+ACCEPTED = "frtwatch-events-accepted"
+
 
 def event_key(operator_id: str, device_id: str | None) -> bytes:
     """The message key of an input event: its device, or for back-office events its operator."""

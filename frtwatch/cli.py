@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from frtwatch.audit_cli import audit_app, verify
 from frtwatch.config import Settings
 from producers.fleet import FleetShape
 
@@ -34,6 +35,8 @@ app.add_typer(events_app, name="events")
 app.add_typer(stack_app, name="stack")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(rules_app, name="rules")
+app.add_typer(audit_app, name="audit")
+app.command("verify")(verify)
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)

@@ -30,6 +30,7 @@ class Settings:
     pack_extensions: Path | None = None  # a deployment's extension lists
     keys_file: Path | None = None  # device and back-office signing keys (JSON)
     grace_seconds: float = 10.0  # event time to wait for late consents and registrations
+    audit_retention_days: int | None = None  # audit entry bodies expire after this; None: kept
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -50,6 +51,9 @@ class Settings:
             else None,
             keys_file=Path(env["FRTWATCH_KEYS_FILE"]) if env.get("FRTWATCH_KEYS_FILE") else None,
             grace_seconds=float(env.get("FRTWATCH_GRACE_SECONDS", 10)),
+            audit_retention_days=int(env["FRTWATCH_AUDIT_RETENTION_DAYS"])
+            if env.get("FRTWATCH_AUDIT_RETENTION_DAYS")
+            else None,
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         if settings.brokers not in (1, 3):
@@ -67,6 +71,11 @@ class Settings:
     @property
     def clickhouse_dsn(self) -> str:
         return self.clickhouse_url or f"chdb://{self.home / 'data' / 'clickhouse'}"
+
+    @property
+    def audit_key_file(self) -> Path:
+        """The audit log's Ed25519 signing key (created on first use, mode 0600)."""
+        return self.home / "keys" / "audit-ed25519.key"
 
     @property
     def logs_dir(self) -> Path:

@@ -20,10 +20,12 @@ import shutil
 import signal
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import faust
+import msgspec
 
 from contracts import topics
 from contracts.records import Violation
@@ -37,8 +39,6 @@ from stream_processors.outputs import Source, dead_letter_value, violation_value
 from stream_processors.reload import PackWatcher
 from stream_processors.router import Router
 from stream_processors.rules.pack import available_packs, load_packs
-
-BY_OPERATOR = "frtwatch-events-by-operator"
 
 
 def _mkdir(path: Path) -> Path:
@@ -69,7 +69,8 @@ app = faust.App(
 # Table writes queue in faust's producer buffer; at its default bound (100) every agent stalls
 # while it drains one message at a time.
 app.producer.buffer.max_messages = 10_000
-by_operator = app.topic(BY_OPERATOR, partitions=settings.events_partitions, internal=True)
+by_operator = app.topic(topics.LANES, partitions=settings.events_partitions, internal=True)
+accepted_topic = app.topic(topics.ACCEPTED, partitions=settings.events_partitions, internal=True)
 
 
 state_table = app.Table("judge-state", partitions=settings.events_partitions, key_type=str, value_type=str)
@@ -105,6 +106,7 @@ judge = Judge(
     pending=journal.pending,
     published=journal.published,
     published_window=10**12,
+    grace=timedelta(seconds=settings.grace_seconds),
     # Input sources are the partitions of frt.events.v1 (a judged event's origin is partition:offset).
     sources=tuple(str(partition) for partition in range(settings.events_partitions)),
 )
@@ -128,10 +130,12 @@ async def dead_letter(raw: bytes, reason: str, source: Source) -> None:
 async def route() -> None:
     await by_operator.maybe_declare()  # the lanes exist, with their partitions, before any send
     router = Router(
-        app.producer, settings.bootstrap_servers, BY_OPERATOR, settings.events_partitions, "frtwatch-router"
+        app.producer, settings.bootstrap_servers, topics.LANES, settings.events_partitions, "frtwatch-router"
     )
     await router.run()
 
+
+encode_event = msgspec.json.Encoder().encode
 
 # A bundle is judged, sent and journalled whole before the timer or a pack reload may touch the
 # judge: they would otherwise journal part of its state under their own records.
@@ -145,12 +149,17 @@ async def judge_lane(stream: Any) -> None:
         bundle = Bundle.decode(event.value)
         async with judging:
             judge.expect(lane, {str(source[1]) for source, _ in bundle.items})
+            accepted = Bundle()  # for the audit log: the contract's fields only
             for source, raw in bundle.items:
                 # The source position names the message, so a redelivery is not taken for a replay.
                 verdict = judge.judge(raw, f"{source[1]}:{source[2]}", lane)
+                if verdict.accepted is not None:
+                    accepted.add(source, encode_event(verdict.accepted))
                 for problem in verdict.problems:
                     await dead_letter(raw, f"{problem.reason}: {problem.detail}", source)
                 await publish(verdict.violations)
+            if accepted.items:
+                await app.producer.send(topics.ACCEPTED, None, accepted.encode(), lane, None, None)
             for partition, reached, caught_up in bundle.marks:
                 reached_at = parse_timestamp(reached) if reached else None
                 await publish(judge.mark(lane, str(partition), reached_at, caught_up))

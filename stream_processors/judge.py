@@ -28,6 +28,7 @@ FACT_TYPES = frozenset({"device.registered", "consent.granted", "consent.withdra
 class Verdict:
     violations: list[Violation] = field(default_factory=list)
     problems: list[Rejection] = field(default_factory=list)
+    accepted: Envelope | None = None  # the event, if admitted
 
 
 class Judge:
@@ -81,7 +82,7 @@ class Judge:
 
     def judge(self, raw: bytes, origin: str, lane: int = 0) -> Verdict:
         admission = self.gate.admit(raw, origin)
-        verdict = Verdict(problems=admission.problems)
+        verdict = Verdict(problems=admission.problems, accepted=admission.event)
         event = admission.event
         if event is None:
             return verdict

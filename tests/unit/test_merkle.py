@@ -55,3 +55,13 @@ def test_every_consistency_proof_verifies_and_a_rewritten_log_fails() -> None:
             assert verify_consistency(m, n, root(LEAVES[:m]), root(LEAVES[:n]), proof)
             rewritten = [*LEAVES[: m - 1], leaf_hash(b"rewritten"), *LEAVES[m:n]]
             assert not verify_consistency(m, n, root(LEAVES[:m]), root(rewritten), proof)
+
+
+def test_the_levelled_tree_gives_the_same_roots_and_proofs() -> None:
+    from audit.merkle import Tree
+
+    for n in range(1, len(LEAVES) + 1):
+        tree = Tree(LEAVES[:n])
+        assert tree.root() == root(LEAVES[:n])
+        for m in range(n):
+            assert tree.inclusion_proof(m) == inclusion_proof(LEAVES[:n], m)

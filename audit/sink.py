@@ -1,0 +1,172 @@
+"""The audit sink: accepted events, violations and dead letters from Kafka into the audit log.
+
+One writer (the Merkle log needs one order): read a batch, drop entries already in the log
+(by entry id: redeliveries and the processor's repeats), give the rest the next sequence
+numbers, write rows then leaves, and only then commit the Kafka offsets. A crash anywhere
+replays from the last commit and the id check makes the replay exact. While ClickHouse fails,
+the sink pauses its partitions (so memory holds one batch), retries with backoff, and counts
+and logs every failure. Every ``checkpoint_seconds`` the new tree head is signed and stored.
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndMetadata
+
+from audit import entries
+from audit.checkpoint import ORIGIN, Checkpoint, Signer, sign_checkpoint
+from audit.entries import Entry
+from audit.merkle import Frontier, leaf_hash
+from audit.store import Store
+from contracts import topics
+from stream_processors.bundle import Bundle
+
+log = logging.getLogger("frtwatch.audit")
+TOPICS = (topics.ACCEPTED, topics.VIOLATIONS, topics.DEADLETTER)
+MAX_BACKOFF = 30.0
+
+
+@dataclass
+class SinkStats:
+    entries: int = 0  # written to the log
+    repeats: int = 0  # already in the log: dropped
+    unreadable: int = 0  # records that were not ours to read (logged with their position)
+    failures: int = 0  # failed writes, each retried
+    batches: int = 0
+    last_batch_seconds: float = 0.0
+
+
+@dataclass
+class AuditSink:
+    store: Store
+    signer: Signer
+    bootstrap_servers: str
+    batch_rows: int = 20_000
+    batch_seconds: float = 1.0
+    checkpoint_seconds: float = 10.0
+    group_id: str = "frtwatch-audit"
+    stats: SinkStats = field(default_factory=SinkStats)
+    frontier: Frontier = field(default_factory=Frontier)
+    _signed_size: int = -1
+
+    def recover(self) -> None:
+        """Resume the log where its leaves end: unfinished rows go, the tree is rebuilt."""
+        self.store.migrate()
+        size = self.store.size()
+        self.store.drop_unfinished(size)
+        self.frontier = Frontier()
+        for leaf in self.store.leaf_hashes(size):
+            self.frontier.append(leaf)
+        latest = self.store.latest_checkpoint()
+        self._signed_size = latest[0] if latest else -1
+        log.info("audit log holds %d entries", size)
+
+    def run(self, stop: Callable[[], bool]) -> None:
+        self.recover()
+        consumer = KafkaConsumer(
+            *TOPICS,
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.batch_rows,
+        )
+        batch: list[Entry] = []
+        offsets: dict[TopicPartition, int] = {}
+        started = time.monotonic()
+        next_checkpoint = time.monotonic() + self.checkpoint_seconds
+        try:
+            while not stop():
+                polled = consumer.poll(timeout_ms=200, max_records=max(1, self.batch_rows - len(batch)))
+                for tp, records in polled.items():
+                    for record in records:
+                        batch += self._entries(record)
+                    offsets[tp] = records[-1].offset + 1
+                full = len(batch) >= self.batch_rows
+                if offsets and (full or time.monotonic() - started >= self.batch_seconds):
+                    self._write(consumer, batch, stop)
+                    if stop() and batch:
+                        return  # stopped while ClickHouse was failing: nothing committed
+                    consumer.commit({tp: OffsetAndMetadata(n, "", -1) for tp, n in offsets.items()})
+                    batch, offsets, started = [], {}, time.monotonic()
+                if time.monotonic() >= next_checkpoint:
+                    self.checkpoint()
+                    next_checkpoint = time.monotonic() + self.checkpoint_seconds
+            self.checkpoint()
+        finally:
+            consumer.close(autocommit=False)
+
+    def _entries(self, record: ConsumerRecord) -> list[Entry]:
+        source = f"{record.topic}:{record.partition}:{record.offset}"
+        try:
+            if record.topic == topics.ACCEPTED:
+                return [
+                    entries.accepted_event(raw, f"{s[0]}:{s[1]}:{s[2]}")
+                    for s, raw in Bundle.decode(record.value).items
+                ]
+            if record.topic == topics.VIOLATIONS:
+                return [entries.violation(record.value, source)]
+            return [entries.dead_letter(record.value, source)]
+        except Exception as error:  # not a record of ours: say where it is, keep going
+            self.stats.unreadable += 1
+            log.error("audit sink cannot read %s: %s", source, error)
+            return []
+
+    def _write(self, consumer: KafkaConsumer, batch: list[Entry], stop: Callable[[], bool]) -> None:
+        began = time.monotonic()
+        delay = 0.5
+        while True:
+            try:
+                self._append(batch)
+                break
+            except Exception as error:
+                self.stats.failures += 1
+                log.warning("audit write failed (%s), retrying in %.1f s", error, delay)
+                consumer.pause(*consumer.assignment())
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline and not stop():
+                    consumer.poll(timeout_ms=100)  # paused: returns nothing, keeps the group
+                if stop():
+                    return
+                delay = min(delay * 2, MAX_BACKOFF)
+        consumer.resume(*consumer.paused())
+        batch.clear()
+        self.stats.batches += 1
+        self.stats.last_batch_seconds = time.monotonic() - began
+
+    def _append(self, batch: list[Entry]) -> None:
+        size = self.frontier.size
+        self.store.drop_unfinished(size)  # a failed attempt may have left rows without leaves
+        known = self.store.known(e.entry_id for e in batch)
+        fresh: list[Entry] = []
+        for entry in batch:
+            if entry.entry_id in known:
+                self.stats.repeats += 1
+                continue
+            known.add(entry.entry_id)
+            fresh.append(entry)
+        if not fresh:
+            return
+        now = entries.recorded_now()
+        hashes = [leaf_hash(entry.body) for entry in fresh]
+        rows = [entry.row(size + n, now) for n, entry in enumerate(fresh)]
+        leaves = [
+            (size + n, entry.entry_id, h) for n, (entry, h) in enumerate(zip(fresh, hashes, strict=True))
+        ]
+        self.store.append(rows, leaves)
+        for h in hashes:
+            self.frontier.append(h)
+        self.stats.entries += len(fresh)
+
+    def checkpoint(self) -> None:
+        """Sign and store the current tree head, if the log grew since the last one."""
+        size = self.frontier.size
+        if size == self._signed_size:
+            return
+        note = sign_checkpoint(self.signer, Checkpoint(ORIGIN, size, self.frontier.root()))
+        self.store.add_checkpoint(size, self.frontier.root(), note)
+        self._signed_size = size

@@ -1,0 +1,91 @@
+"""The audit store in ClickHouse: embedded chDB by default, a server by URL; one client
+(clickhouse-connect), one SQL. chDB lets only one process open its folder, so the process that
+runs the sink owns it (see README, "The audit log").
+"""
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+
+from audit import migrate
+from audit.entries import COLUMNS
+
+DATABASE = "frtwatch"
+
+
+class Store:
+    def __init__(self, dsn: str, database: str = DATABASE) -> None:
+        if dsn.startswith("chdb://"):
+            Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
+        self.client: Any = clickhouse_connect.get_client(dsn=dsn)
+        self.db = database
+
+    def close(self) -> None:
+        self.client.close()
+
+    def migrate(self) -> list[migrate.Migration]:
+        return migrate.upgrade(self.client, self.db)
+
+    # -- the log -------------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """Entries in the log: its leaves, which are written last (the commit point)."""
+        return int(self.client.command(f"SELECT count() FROM {self.db}.audit_leaves"))
+
+    def drop_unfinished(self, size: int) -> None:
+        """Rows of a batch whose leaves never landed (a crash between the two inserts)."""
+        if self.client.command(f"SELECT count() FROM {self.db}.audit_log WHERE seq >= {size}"):
+            self.client.command(f"DELETE FROM {self.db}.audit_log WHERE seq >= {size}")
+
+    def known(self, entry_ids: Iterable[str]) -> set[str]:
+        ids = list(entry_ids)
+        if not ids:
+            return set()
+        rows = self.client.query(
+            f"SELECT entry_id FROM {self.db}.audit_leaves WHERE entry_id IN %(ids)s", parameters={"ids": ids}
+        ).result_rows
+        return {row[0] for row in rows}
+
+    def append(self, rows: list[tuple[Any, ...]], leaves: list[tuple[int, str, bytes]]) -> None:
+        """Rows first, then their leaves: an entry counts once its leaf is in."""
+        self.client.insert(f"{self.db}.audit_log", rows, column_names=list(COLUMNS))
+        self.client.insert(f"{self.db}.audit_leaves", leaves, column_names=["seq", "entry_id", "leaf_hash"])
+
+    def leaf_hashes(self, end: int, chunk: int = 500_000) -> Iterator[bytes]:
+        """Leaf hashes of seq 0 .. end-1, in order."""
+        for start in range(0, end, chunk):
+            rows = self.client.query(
+                f"SELECT leaf_hash FROM {self.db}.audit_leaves WHERE seq >= {start} AND seq < "
+                f"{min(end, start + chunk)} ORDER BY seq"
+            ).result_rows
+            for (leaf,) in rows:
+                yield bytes(leaf) if not isinstance(leaf, str) else leaf.encode("latin-1")
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def add_checkpoint(self, size: int, root: bytes, note: str) -> None:
+        self.client.insert(
+            f"{self.db}.audit_checkpoints",
+            [(size, root, note, datetime.now(UTC))],
+            column_names=["size", "root", "note", "signed_at"],
+        )
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        rows = self.client.query(
+            f"SELECT size, note FROM {self.db}.audit_checkpoints ORDER BY size DESC LIMIT 1"
+        ).result_rows
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def set_retention(self, days: int | None) -> None:
+        """Entry bodies older than ``days`` (by record time) expire; their leaves stay, so every
+        checkpoint still verifies. None: keep everything."""
+        ttl = f"MODIFY TTL toDateTime(recorded_at) + INTERVAL {int(days)} DAY" if days else "REMOVE TTL"
+        try:
+            self.client.command(f"ALTER TABLE {self.db}.audit_log {ttl}")
+        except Exception as error:  # REMOVE TTL on a table without one
+            if days:
+                raise
+            del error

@@ -1,0 +1,145 @@
+"""`frtwatch audit ...` and `frtwatch verify`: the audit log from the terminal."""
+
+import json
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from frtwatch.config import Settings
+
+audit_app = typer.Typer(help="The audit log in ClickHouse: sink, schema, exports.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+@audit_app.command("sink")
+def audit_sink(
+    batch_rows: Annotated[int, typer.Option(help="Write when this many entries are waiting.")] = 20_000,
+    batch_seconds: Annotated[float, typer.Option(help="...or when the oldest has waited this long.")] = 1.0,
+    checkpoint_seconds: Annotated[float, typer.Option(help="Sign the tree head this often.")] = 10.0,
+) -> None:
+    """Write accepted events, violations and dead letters to the audit log until stopped."""
+    from audit.checkpoint import Signer
+    from audit.sink import AuditSink
+    from audit.store import Store
+
+    settings = Settings.from_env()
+    stopping: list[bool] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.append(True))
+    store = Store(settings.clickhouse_dsn)
+    store.migrate()
+    store.set_retention(settings.audit_retention_days)
+    sink = AuditSink(
+        store,
+        Signer.load_or_create(settings.audit_key_file),
+        settings.bootstrap_servers,
+        batch_rows=batch_rows,
+        batch_seconds=batch_seconds,
+        checkpoint_seconds=checkpoint_seconds,
+    )
+    console.print(f"audit sink: {settings.bootstrap_servers} -> {settings.clickhouse_dsn}")
+    try:
+        sink.run(lambda: bool(stopping))
+    finally:
+        store.close()
+        console.print(f"audit sink stopped: {sink.stats}")
+
+
+@audit_app.command("migrate")
+def audit_migrate(
+    down_to: Annotated[
+        int | None, typer.Option(help="Reverse migrations above this version (0: all).")
+    ] = None,
+    status: Annotated[
+        bool, typer.Option(help="Only list the migrations and whether each is applied.")
+    ] = False,
+) -> None:
+    """Apply the audit schema's migrations (or reverse them with --down-to)."""
+    from audit import migrate
+    from audit.store import Store
+
+    store = Store(Settings.from_env().clickhouse_dsn)
+    try:
+        if not status:
+            ran = (
+                migrate.downgrade(store.client, store.db, down_to)
+                if down_to is not None
+                else migrate.upgrade(store.client, store.db)
+            )
+            verb = "reversed" if down_to is not None else "applied"
+            for migration in ran:
+                console.print(f"{verb} {migration.version:04d} {migration.name}")
+        done = migrate.applied(store.client, store.db)
+        for migration in migrate.migrations():
+            at = done.get(migration.version)
+            print(
+                f"{migration.version:04d} {migration.name}: {'applied ' + str(at) if at else 'not applied'}"
+            )
+    finally:
+        store.close()
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """Print the audit log's public key (what `frtwatch verify` needs)."""
+    from audit.checkpoint import Signer
+
+    print(Signer.load_or_create(Settings.from_env().audit_key_file).vkey())
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle file to write.")],
+    operator: Annotated[str | None, typer.Option(help="Only this operator_id.")] = None,
+    kind: Annotated[str | None, typer.Option(help="event, violation, dead_letter or query.")] = None,
+    rule: Annotated[str | None, typer.Option(help="Only this rule_id.")] = None,
+    since: Annotated[datetime | None, typer.Option(help="occurred_at at or after (UTC).")] = None,
+    until: Annotated[datetime | None, typer.Option(help="occurred_at before (UTC).")] = None,
+) -> None:
+    """Export entries with their inclusion proofs and the covering signed checkpoint."""
+    from audit.checkpoint import Signer
+    from audit.export import NoCheckpoint, Selection, export
+    from audit.store import Store
+
+    settings = Settings.from_env()
+    store = Store(settings.clickhouse_dsn)
+    try:
+        with console.status("selecting entries and building proofs..."):
+            bundle = export(
+                store,
+                Signer.load_or_create(settings.audit_key_file),
+                Selection(operator, kind, rule, since, until),
+            )
+    except NoCheckpoint as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    out.write_text(json.dumps(bundle))
+    console.print(f"{len(bundle['entries'])} entries written to {out}")
+
+
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="An export bundle (frtwatch audit export).")],
+    public_key: Annotated[str, typer.Option(help="The log's public key line, or a file holding it.")],
+) -> None:
+    """Check an export bundle offline: signatures, every inclusion proof, nothing missing or moved."""
+    from audit.bundle import verify_bundle
+
+    key = Path(public_key).read_text() if Path(public_key).is_file() else public_key
+    try:
+        document = json.loads(bundle.read_bytes())
+    except (OSError, ValueError) as error:
+        console.print(f"[red]cannot read {bundle}: {error}[/red]")
+        raise typer.Exit(2) from None
+    result = verify_bundle(document, key)
+    for problem in result.problems:
+        print(f"FAIL {problem}")
+    if result.ok:
+        print(f"OK {result.entries} entries, each included in the signed tree of {result.tree_size}")
+    sys.exit(0 if result.ok else 1)
