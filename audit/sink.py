@@ -170,3 +170,4 @@ class AuditSink:
         note = sign_checkpoint(self.signer, Checkpoint(ORIGIN, size, self.frontier.root()))
         self.store.add_checkpoint(size, self.frontier.root(), note)
         self._signed_size = size
+        log.info("audit log: %d entries, checkpoint signed (%s)", size, self.stats)

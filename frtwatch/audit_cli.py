@@ -1,6 +1,7 @@
 """`frtwatch audit ...` and `frtwatch verify`: the audit log from the terminal."""
 
 import json
+import logging
 import signal
 import sys
 from datetime import datetime
@@ -28,6 +29,7 @@ def audit_sink(
     from audit.store import Store
 
     settings = Settings.from_env()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stopping: list[bool] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.append(True))

@@ -137,6 +137,12 @@ async def route() -> None:
 
 encode_event = msgspec.json.Encoder().encode
 
+
+def lane_key(lane: int) -> bytes:
+    """Accepted events keep their lane's order in one partition, however many it has."""
+    return str(lane).encode()
+
+
 # A bundle is judged, sent and journalled whole before the timer or a pack reload may touch the
 # judge: they would otherwise journal part of its state under their own records.
 judging = asyncio.Lock()
@@ -159,7 +165,7 @@ async def judge_lane(stream: Any) -> None:
                     await dead_letter(raw, f"{problem.reason}: {problem.detail}", source)
                 await publish(verdict.violations)
             if accepted.items:
-                await app.producer.send(topics.ACCEPTED, None, accepted.encode(), lane, None, None)
+                await app.producer.send(topics.ACCEPTED, lane_key(lane), accepted.encode(), None, None, None)
             for partition, reached, caught_up in bundle.marks:
                 reached_at = parse_timestamp(reached) if reached else None
                 await publish(judge.mark(lane, str(partition), reached_at, caught_up))

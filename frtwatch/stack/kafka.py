@@ -200,12 +200,18 @@ class KafkaCluster:
 
 
 def create_contract_topics(bootstrap_servers: str, events_partitions: int, replicas: int) -> dict[str, int]:
-    """Create the contract topics that are missing (idempotent); return name -> partitions.
-    With 3 replicas, min.insync.replicas is 2 so acks=all survives one broker down."""
+    """Create the contract topics that are missing (idempotent), and the accepted-events topic
+    the audit sink reads; return name -> partitions. With 3 replicas, min.insync.replicas is 2
+    so acks=all survives one broker down."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
-    partitions = {topics.EVENTS: events_partitions, topics.VIOLATIONS: 3, topics.DEADLETTER: 1}
+    partitions = {
+        topics.EVENTS: events_partitions,
+        topics.VIOLATIONS: 3,
+        topics.DEADLETTER: 1,
+        topics.ACCEPTED: events_partitions,
+    }
     config = {"min.insync.replicas": "2" if replicas >= 3 else "1"}
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="frtwatch-stack")
     try:

@@ -13,7 +13,12 @@ from tests.conftest import EVENTS_PARTITIONS
 
 def test_the_contract_topics_exist(kafka: KafkaCluster) -> None:
     counts = kafka.create_topics(EVENTS_PARTITIONS)  # idempotent: nothing new to create
-    assert counts == {topics.EVENTS: EVENTS_PARTITIONS, topics.VIOLATIONS: 3, topics.DEADLETTER: 1}
+    assert counts == {
+        topics.EVENTS: EVENTS_PARTITIONS,
+        topics.VIOLATIONS: 3,
+        topics.DEADLETTER: 1,
+        topics.ACCEPTED: EVENTS_PARTITIONS,
+    }
 
 
 def test_every_example_event_round_trips_through_kafka(kafka: KafkaCluster) -> None:

@@ -1,156 +1,19 @@
 """The stream processor against the real broker: the simulator's traffic through real workers,
 compared with the ground truth. Each test gets its own Kafka so topics hold only its data."""
 
-import base64
-import hashlib
-import json
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-from kafka import KafkaConsumer, TopicPartition
-
-from contracts import topics
 from frtwatch.stack.kafka import KafkaCluster
-from producers.simulator import Simulation, plan, write_keys
-from tests.conftest import running_kafka
-
-PARTITIONS = 4
-
-
-@pytest.fixture
-def kafka_alone(tmp_path: Path) -> Iterator[KafkaCluster]:
-    """A Kafka of this test's own, so its topics hold only this test's data."""
-    yield from running_kafka(tmp_path / "kafka", PARTITIONS)
-
-
-class Worker:
-    def __init__(self, kafka: KafkaCluster, home: Path, keys: Path, name: str) -> None:
-        self.log = home / f"{name}.log"
-        env = {
-            **os.environ,
-            "FRTWATCH_HOME": str(home),
-            "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
-            "FRTWATCH_EVENTS_PARTITIONS": str(PARTITIONS),
-            "FRTWATCH_KEYS_FILE": str(keys),
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "frtwatch", "process", "--loglevel", "info"],
-            env=env,
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def simulate(
-    kafka: KafkaCluster, tmp_path: Path, seed: int, events: int, rate: int
-) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "frtwatch",
-            "simulate",
-            "--seed",
-            str(seed),
-            "--events",
-            str(events),
-            "--rate",
-            str(rate),
-            "--bad-share",
-            "0.02",
-            "--ground-truth",
-            str(tmp_path / "truth.jsonl"),
-            "--keys-file",
-            str(tmp_path / "keys.json"),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def read_topic(kafka: KafkaCluster, topic: str) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        records: list[dict[str, Any]] = []
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            for batch in consumer.poll(timeout_ms=500).values():
-                records += [json.loads(record.value) for record in batch]
-        return records
-    finally:
-        consumer.close()
-
-
-def expected(tmp_path: Path) -> tuple[set[tuple[str, str, str]], dict[str, str]]:
-    truth = [json.loads(line) for line in (tmp_path / "truth.jsonl").read_text().splitlines()]
-    violations = {
-        (e["policy_pack"], e["rule_id"], e["event_id"]) for e in truth if e["expect"] == "violation"
-    }
-    dead = {e["value_sha256"]: e["kind"] for e in truth if e["expect"] == "dead_letter"}
-    return violations, dead
-
-
-def wait_for_verdicts(
-    kafka: KafkaCluster, want: set[tuple[str, str, str]], timeout: float = 180
-) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = read_topic(kafka, topics.VIOLATIONS)
-        got = {(v["policy_pack"], v["rule_id"], v["event_ids"][0]) for v in found}
-        if got >= want or time.monotonic() > deadline:
-            time.sleep(3)  # anything unexpected still in flight shows up too
-            return read_topic(kafka, topics.VIOLATIONS)
-        time.sleep(2)
-
-
-def check(kafka: KafkaCluster, tmp_path: Path, found: list[dict[str, Any]]) -> None:
-    want, dead = expected(tmp_path)
-    got = [(v["policy_pack"], v["rule_id"], v["event_ids"][0]) for v in found]
-    assert set(got) - want == set(), "unexpected violations"
-    assert want - set(got) == set(), "violations not found"
-    assert len(got) == len(set(got)), "a violation was published twice"
-    letters = read_topic(kafka, topics.DEADLETTER)
-    lettered = {hashlib.sha256(base64.b64decode(d["original"])).hexdigest() for d in letters}
-    assert set(dead) <= lettered, {dead[h] for h in set(dead) - lettered}
-
-
-def wait_until_assigned(workers: list[Worker], timeout: float = 90) -> None:
-    """Each worker has joined the group and owns its share of the partitions."""
-    deadline = time.monotonic() + timeout
-    while not all(re.search(ASSIGNED, w.log.read_text()) for w in workers if w.log.exists()):
-        assert time.monotonic() < deadline, "a worker was never assigned partitions"
-        assert all(w.proc.poll() is None for w in workers), "a worker died"
-        time.sleep(1)
-
-
-ASSIGNED = r"router reads frt\.events\.v1 partitions \[\d"
-
-
-def fleet_keys(tmp_path: Path, seed: int) -> None:
-    """The fleet's keys, for the workers to load before the simulator starts."""
-    write_keys(tmp_path / "keys.json", plan(Simulation(seed=seed))[0])
+from tests.integration.pipeline import (
+    Worker,
+    check,
+    expected,
+    fleet_keys,
+    simulate,
+    wait_for_verdicts,
+    wait_until_assigned,
+)
 
 
 def test_one_worker_finds_exactly_the_ground_truth(kafka_alone: KafkaCluster, tmp_path: Path) -> None:

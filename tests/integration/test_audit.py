@@ -1,0 +1,196 @@
+"""The audit log with real services: chDB for the schema, and the whole pipeline (simulator,
+processor worker, audit sink, Kafka) for exact contents through kill -9 of the sink."""
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from audit import migrate
+from audit.entries import COLUMNS
+from audit.sink import TOPICS
+from audit.store import Store
+from contracts import ContractError, decode_event, topics
+from frtwatch.stack.kafka import KafkaCluster
+from tests.integration.pipeline import (
+    Worker,
+    expected,
+    fleet_keys,
+    simulate,
+    wait_for_verdicts,
+    wait_until_assigned,
+)
+
+SINK = ("audit", "sink", "--batch-rows", "300", "--checkpoint-seconds", "1")
+
+
+def test_every_migration_applies_and_reverses(tmp_path: Path) -> None:
+    store = Store(f"chdb://{tmp_path / 'ch'}")
+    try:
+        everything = migrate.migrations()
+        assert [m.version for m in migrate.upgrade(store.client, store.db)] == [m.version for m in everything]
+        tables = {r[0] for r in store.client.query(f"SHOW TABLES FROM {store.db}").result_rows}
+        assert {"audit_log", "audit_leaves", "audit_checkpoints", "schema_migrations"} <= tables
+        assert migrate.upgrade(store.client, store.db) == []  # nothing left to apply
+        reversed_ = migrate.downgrade(store.client, store.db)
+        assert [m.version for m in reversed_] == [m.version for m in reversed(everything)]
+        tables = {r[0] for r in store.client.query(f"SHOW TABLES FROM {store.db}").result_rows}
+        assert tables == {"schema_migrations"} and migrate.applied(store.client, store.db) == {}
+        assert len(migrate.upgrade(store.client, store.db)) == len(everything)  # and forwards again
+    finally:
+        store.close()
+
+
+def wait_for_log(worker: Worker, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not (worker.log.exists() and text in worker.log.read_text()):
+        assert time.monotonic() < deadline and worker.proc.poll() is None, f"never logged {text!r}"
+        time.sleep(0.2)
+
+
+def test_a_crash_between_rows_and_leaves_leaves_no_trace(tmp_path: Path) -> None:
+    """The sink writes rows, then leaves: rows whose leaves never landed are dropped on
+    recovery, and the replayed batch is written once."""
+    from audit.checkpoint import Signer
+    from audit.entries import accepted_event
+    from audit.sink import AuditSink
+    from contracts.artifacts import example_events
+
+    store = Store(f"chdb://{tmp_path / 'ch'}")
+    try:
+        sink = AuditSink(store, Signer.load_or_create(tmp_path / "key"), "unused:9092")
+        sink.recover()
+        batch = [accepted_event(raw, f"t:0:{n}") for n, raw in enumerate(example_events().values())]
+        sink._append(batch[:3])
+        rows = [e.row(3 + n, datetime.now(UTC)) for n, e in enumerate(batch[3:])]
+        store.client.insert(f"{store.db}.audit_log", rows, column_names=list(COLUMNS))  # then "crash"
+        again = AuditSink(store, sink.signer, "unused:9092")
+        again.recover()
+        again._append(batch)  # the replay: the first three are known, the rest written once
+        counts = store.client.query(
+            f"SELECT count(), count(DISTINCT entry_id), max(seq) FROM {store.db}.audit_log"
+        ).result_rows
+        assert counts == [(len(batch), len(batch), len(batch) - 1)]
+        assert again.stats.repeats == 3 and store.size() == len(batch)
+    finally:
+        store.close()
+
+
+def sink_caught_up(kafka: KafkaCluster) -> bool:
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id="frtwatch-audit")
+    try:
+        partitions = [TopicPartition(t, p) for t in TOPICS for p in consumer.partitions_for_topic(t) or []]
+        ends = consumer.end_offsets(partitions)
+        return all((consumer.committed(tp) or 0) >= ends[tp] for tp in partitions)
+    finally:
+        consumer.close()
+
+
+def accepted_event_ids(kafka: KafkaCluster, refused: set[str]) -> set[str]:
+    """Event ids of the input messages the processor should accept: valid, and not labelled
+    as refused in the ground truth (a duplicate event_id counts once)."""
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    partitions = [
+        TopicPartition(topics.EVENTS, p) for p in consumer.partitions_for_topic(topics.EVENTS) or []
+    ]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    end = consumer.end_offsets(partitions)
+    ids: set[str] = set()
+    while any(consumer.position(tp) < end[tp] for tp in partitions):
+        for records in consumer.poll(timeout_ms=500).values():
+            for record in records:
+                if hashlib.sha256(record.value).hexdigest() in refused:
+                    continue
+                with contextlib.suppress(ContractError):
+                    ids.add(decode_event(record.value).event_id)
+    consumer.close()
+    return ids
+
+
+def test_the_audit_log_holds_exactly_the_pipeline_output_through_kill_9_of_the_sink(
+    kafka_alone: KafkaCluster, tmp_path: Path
+) -> None:
+    fleet_keys(tmp_path, seed=24)
+    worker = Worker(kafka_alone, tmp_path, tmp_path / "keys.json", "worker")
+    sinks = [Worker(kafka_alone, tmp_path, tmp_path / "keys.json", "sink-1", SINK)]
+    sim = None
+    try:
+        wait_until_assigned([worker])
+        sim = simulate(kafka_alone, tmp_path, seed=24, events=3000, rate=300)
+        for n in (2, 3):  # kill -9 the sink twice while entries flow, restart it each time
+            wait_for_log(sinks[-1], "checkpoint signed")  # it has written entries
+            time.sleep(1)
+            sinks[-1].kill()
+            sinks.append(Worker(kafka_alone, tmp_path, tmp_path / "keys.json", f"sink-{n}", SINK))
+        assert sim.wait(timeout=120) == 0
+        want, dead = expected(tmp_path)
+        wait_for_verdicts(kafka_alone, want)
+        deadline = time.monotonic() + 120
+        while not sink_caught_up(kafka_alone):
+            assert time.monotonic() < deadline, "the sink never caught up"
+            assert sinks[-1].proc.poll() is None, "the sink died"
+            time.sleep(1)
+        time.sleep(2)  # its last checkpoint
+    finally:
+        if sim is not None:
+            sim.kill()
+        worker.stop()
+        for sink in sinks:
+            sink.stop()
+
+    store = Store(f"chdb://{tmp_path / 'data' / 'clickhouse'}")
+    try:
+        db = store.db
+        rows = store.client.query(f"SELECT kind, entry_id, body FROM {db}.audit_log").result_rows
+        leaves = store.client.command(f"SELECT count() FROM {db}.audit_leaves")
+        seqs = store.client.query(
+            f"SELECT min(seq), max(seq), count(DISTINCT seq) FROM {db}.audit_log"
+        ).result_rows
+    finally:
+        store.close()
+    assert len(rows) == len({entry_id for _, entry_id, _ in rows}), "an entry was written twice"
+    assert leaves == len(rows) and seqs == [(0, len(rows) - 1, len(rows))], "the log has gaps or extra rows"
+
+    violations = {
+        (v["policy_pack"], v["rule_id"], v["event_ids"][0])
+        for kind, _, body in rows
+        if kind == "violation"
+        for v in [json.loads(body)]
+    }
+    assert violations == want
+    lettered = {json.loads(body)["original_sha256"] for kind, _, body in rows if kind == "dead_letter"}
+    assert set(dead) <= lettered, {dead[h] for h in set(dead) - lettered}
+    # A seq gap is reported and accepted; a replay repeats the bytes of an accepted original.
+    refused = {sha for sha, kind in dead.items() if kind not in ("seq_gap", "replayed_event_id")}
+    events = {entry_id for kind, entry_id, _ in rows if kind == "event"}
+    assert events == accepted_event_ids(kafka_alone, refused)
+    assert all('original"' not in body for _, _, body in rows), "a dead letter kept the original bytes"
+
+    # A regulator's export verifies offline with the public key; a changed row does not.
+    env = {**os.environ, "FRTWATCH_HOME": str(tmp_path)}
+
+    def frtwatch(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "frtwatch", *args], env=env, capture_output=True, text=True, timeout=300
+        )
+
+    bundle = tmp_path / "violations.json"
+    exported = frtwatch("audit", "export", "--kind", "violation", "--out", str(bundle))
+    assert exported.returncode == 0, exported.stderr
+    key = frtwatch("audit", "public-key").stdout.strip()
+    checked = frtwatch("verify", str(bundle), "--public-key", key)
+    assert checked.returncode == 0 and checked.stdout.startswith(f"OK {len(violations)} entries"), (
+        checked.stdout
+    )
+    document = json.loads(bundle.read_text())
+    document["entries"][0]["body"] = document["entries"][0]["body"].replace("FRT-", "FRT-X")
+    bundle.write_text(json.dumps(document))
+    assert frtwatch("verify", str(bundle), "--public-key", key).returncode == 1
