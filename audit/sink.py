@@ -52,6 +52,7 @@ class AuditSink:
     stats: SinkStats = field(default_factory=SinkStats)
     frontier: Frontier = field(default_factory=Frontier)
     _signed_size: int = -1
+    _write_failed: bool = False  # a failed write may have left rows without leaves
 
     def recover(self) -> None:
         """Resume the log where its leaves end: unfinished rows go, the tree is rebuilt."""
@@ -124,6 +125,7 @@ class AuditSink:
                 self._append(batch)
                 break
             except Exception as error:
+                self._write_failed = True
                 self.stats.failures += 1
                 log.warning("audit write failed (%s), retrying in %.1f s", error, delay)
                 consumer.pause(*consumer.assignment())
@@ -140,7 +142,9 @@ class AuditSink:
 
     def _append(self, batch: list[Entry]) -> None:
         size = self.frontier.size
-        self.store.drop_unfinished(size)  # a failed attempt may have left rows without leaves
+        if self._write_failed:
+            self.store.drop_unfinished(size)
+            self._write_failed = False
         known = self.store.known(e.entry_id for e in batch)
         fresh: list[Entry] = []
         for entry in batch:

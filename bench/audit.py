@@ -1,0 +1,178 @@
+"""Audit-log ingest and regulator query latency in embedded chDB.
+
+    .venv/bin/python -m bench.audit [--rows 10000000] [--batch 20000] [--queries 50]
+
+Ingest: the sink's write path (drop known ids, number, rows then leaves, extend the Merkle
+tree) over synthetic entries shaped like the pipeline's (16 operators, 64 devices, 20,000
+subjects, a year of event time, a third violations, ~400-byte bodies), beside the naive path
+on the same rows: one plain insert into audit_log, no dedup, no leaves, no tree. Then, with
+all rows loaded, p50/p95 of the two typical regulator queries (one operator's violations for a
+quarter, first page of 1,000 and its count; one subject's whole history).
+"""
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from audit.checkpoint import Signer
+from audit.entries import COLUMNS, Entry
+from audit.sink import AuditSink
+from audit.store import Store
+from bench.harness import write_results
+
+OPERATORS = [f"op-{n:02d}" for n in range(16)]
+YEAR_START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def synthetic(rng: random.Random, count: int) -> list[Entry]:
+    entries = []
+    for _ in range(count):
+        operator = rng.choice(OPERATORS)
+        device = f"{operator}-cam-{rng.randrange(4)}"
+        subject = f"subj-{rng.randrange(20_000):05d}"
+        at = YEAR_START + timedelta(seconds=rng.randrange(365 * 86400))
+        violation = rng.random() < 0.33
+        entry_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        body = json.dumps(
+            {
+                "id": entry_id,
+                "operator_id": operator,
+                "device_id": device,
+                "subject_ref": subject,
+                "occurred_at": at.isoformat(),
+                "purpose": "access_control",
+                "legal_basis": "consent",
+                "explanation": "x" * 220,
+            },
+            sort_keys=True,
+        ).encode()
+        entries.append(
+            Entry(
+                "violation" if violation else "event",
+                entry_id,
+                operator,
+                at,
+                body,
+                "frt.events.v1:0:0",
+                site_id=f"{operator}-site",
+                device_id=device,
+                subject_ref=subject,
+                event_type="violation" if violation else "recognition.performed",
+                rule_id="FRT-CONSENT-MISSING" if violation else "",
+                severity="high" if violation else "",
+                policy_pack="cn-cac-2025" if violation else "",
+            )
+        )
+    return entries
+
+
+def percentile(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--batch", type=int, default=20_000)
+    parser.add_argument("--naive-rows", type=int, default=1_000_000, help="Rows for the naive baseline.")
+    parser.add_argument("--queries", type=int, default=50)
+    args = parser.parse_args()
+    rng = random.Random(7)
+    results: dict[str, object] = {"rows": args.rows, "batch": args.batch}
+    with tempfile.TemporaryDirectory() as tmp:
+        naive = Store(f"chdb://{Path(tmp) / 'naive'}")
+        naive.migrate()
+        spent = 0.0
+        for _ in range(0, args.naive_rows, args.batch):
+            batch = synthetic(rng, args.batch)
+            now = datetime.now(UTC)
+            began = time.perf_counter()
+            naive.client.insert(
+                f"{naive.db}.audit_log", [e.row(0, now) for e in batch], column_names=list(COLUMNS)
+            )
+            spent += time.perf_counter() - began
+        naive.close()
+        results["naive_rows_s"] = args.naive_rows / spent
+        print(f"naive insert: {results['naive_rows_s']:,.0f} rows/s", flush=True)
+
+        store = Store(f"chdb://{Path(tmp) / 'log'}")
+        sink = AuditSink(store, Signer.load_or_create(Path(tmp) / "key"), "unused:9092")
+        sink.recover()
+        spent, done = 0.0, 0
+        while done < args.rows:
+            batch = synthetic(rng, min(args.batch, args.rows - done))
+            began = time.perf_counter()
+            sink._append(batch)
+            spent += time.perf_counter() - began
+            done += len(batch)
+            if done % 1_000_000 < args.batch:
+                print(f"sink path: {done:,} rows, {done / spent:,.0f} rows/s", flush=True)
+        results["sink_rows_s"] = args.rows / spent
+        began = time.perf_counter()
+        sink.checkpoint()
+        results["checkpoint_s"] = time.perf_counter() - began
+
+        timings: dict[str, list[float]] = {
+            "operator_quarter": [],
+            "operator_quarter_count": [],
+            "subject": [],
+        }
+        db = store.db
+        for n in range(args.queries):
+            operator = OPERATORS[n % len(OPERATORS)]
+            quarter = YEAR_START + timedelta(days=91 * (n % 4))
+            parameters = {"op": operator, "since": quarter, "until": quarter + timedelta(days=91)}
+            where = (
+                "operator_id = %(op)s AND kind = 'violation' AND occurred_at >= %(since)s "
+                "AND occurred_at < %(until)s"
+            )
+            page = f"SELECT seq, body FROM {db}.audit_log WHERE {where} ORDER BY occurred_at, seq LIMIT 1000"
+            count = f"SELECT count() FROM {db}.audit_log WHERE {where}"
+            for name, sql in (("operator_quarter", page), ("operator_quarter_count", count)):
+                began = time.perf_counter()
+                store.client.query(sql, parameters=parameters)
+                timings[name].append(time.perf_counter() - began)
+            subject = f"subj-{rng.randrange(20_000):05d}"
+            began = time.perf_counter()
+            history = f"SELECT seq, kind, occurred_at, body FROM {db}.audit_log WHERE subject_ref = %(s)s"
+            rows = store.client.query(
+                f"{history} ORDER BY occurred_at", parameters={"s": subject}
+            ).result_rows
+            timings["subject"].append(time.perf_counter() - began)
+            assert rows, "every subject has a history in this data"
+        store.close()
+    for name, values in timings.items():
+        results[f"{name}_p50_ms"] = percentile(values, 50) * 1000
+        results[f"{name}_p95_ms"] = percentile(values, 95) * 1000
+    r = results
+    ms = {k: f"{v:,.0f}" for k, v in r.items() if k.endswith("_ms") and isinstance(v, float)}
+    sink_rate, naive_rate = float(r["sink_rows_s"]), float(r["naive_rows_s"])  # type: ignore[arg-type]
+    table = "\n".join(
+        [
+            f"Rows: {args.rows:,} synthetic audit entries in batches of {args.batch:,}; embedded chDB.",
+            "",
+            "| measure | value |",
+            "|---|---|",
+            f"| naive path: plain insert, {args.naive_rows:,} rows | {naive_rate:,.0f} rows/s |",
+            f"| sink path: dedup by id, rows then leaves, Merkle tree | {sink_rate:,.0f} rows/s |",
+            f"| sink / naive | {sink_rate / naive_rate:.0%} |",
+            f"| sign a checkpoint of {args.rows:,} entries | {float(r['checkpoint_s']) * 1000:,.1f} ms |",  # type: ignore[arg-type]
+            "| one operator's violations for a quarter, first 1,000, p50 / p95 | "
+            f"{ms['operator_quarter_p50_ms']} / {ms['operator_quarter_p95_ms']} ms |",
+            "| ...and their count, p50 / p95 | "
+            f"{ms['operator_quarter_count_p50_ms']} / {ms['operator_quarter_count_p95_ms']} ms |",
+            f"| one subject's history, p50 / p95 | {ms['subject_p50_ms']} / {ms['subject_p95_ms']} ms |",
+        ]
+    )
+    print(table)
+    print(f"written to {write_results('audit', results, table)}")
+
+
+if __name__ == "__main__":
+    main()
