@@ -74,7 +74,7 @@ class Signer:
 def open_note(note: str, vkey: str) -> str:
     """The text of a signed note, once its signature by ``vkey`` is verified."""
     try:
-        name, key_id_hex, key_b64 = vkey.strip().split("+")
+        name, key_id_hex, key_b64 = vkey.strip().split("+", 2)  # base64 may hold "+" too
         key = base64.b64decode(key_b64, validate=True)
     except ValueError as error:
         raise CheckpointError(f"not a public key line: {error}") from None

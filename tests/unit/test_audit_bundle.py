@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from audit.bundle import make_bundle, verify_bundle
-from audit.checkpoint import ORIGIN, Checkpoint, Signer, sign_checkpoint
+from audit.checkpoint import ORIGIN, Checkpoint, Signer, open_note, sign_checkpoint
 from audit.merkle import Tree, leaf_hash
 
 BODIES = [json.dumps({"n": n, "kind": "violation" if n % 3 == 0 else "event"}) for n in range(50)]
@@ -78,3 +78,11 @@ def test_another_key_is_refused(honest: dict[str, Any], tmp_path: Path) -> None:
 def test_the_key_file_is_private(tmp_path: Path) -> None:
     Signer.load_or_create(tmp_path / "k")
     assert (tmp_path / "k").stat().st_mode & 0o077 == 0
+
+
+def test_public_keys_whose_base64_holds_a_plus_parse(tmp_path: Path) -> None:
+    """The key line is name+id+base64, and base64 has "+" in its alphabet: many keys to be sure."""
+    for n in range(40):
+        signer = Signer.load_or_create(tmp_path / f"k{n}")
+        note = signer.sign("hello\n")
+        assert open_note(note, signer.vkey()) == "hello\n"
