@@ -209,11 +209,13 @@ async def reload_packs_on_sighup() -> None:
 
 
 @app.on_partitions_revoked.connect
-def forget_everything_until_recovered(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+async def forget_everything_until_recovered(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
     """Partitions are moving: hold no state (the timer must not decide another worker's
-    events) until recovery rebuilds it for the new assignment."""
-    journal.recover({})
-    judge.rebuild()
+    events) until recovery rebuilds it for the new assignment. Faust has let the agent finish
+    its bundle by now; the lock waits for a timer tick in progress."""
+    async with judging:
+        journal.recover({})
+        judge.rebuild()
 
 
 @state_table.on_recover
