@@ -20,6 +20,7 @@ from kafka.structs import OffsetAndMetadata
 from audit import entries
 from audit.checkpoint import ORIGIN, Checkpoint, Signer, sign_checkpoint
 from audit.entries import Entry
+from audit.idfilter import IdFilter
 from audit.merkle import Frontier, leaf_hash
 from audit.store import Store
 from contracts import topics
@@ -51,6 +52,7 @@ class AuditSink:
     group_id: str = "frtwatch-audit"
     stats: SinkStats = field(default_factory=SinkStats)
     frontier: Frontier = field(default_factory=Frontier)
+    ids: IdFilter = field(default_factory=IdFilter)
     _signed_size: int = -1
     _write_failed: bool = False  # a failed write may have left rows without leaves
 
@@ -59,9 +61,10 @@ class AuditSink:
         self.store.migrate()
         size = self.store.size()
         self.store.drop_unfinished(size)
-        self.frontier = Frontier()
+        self.frontier, self.ids = Frontier(), IdFilter()
         for leaf in self.store.leaf_hashes(size):
             self.frontier.append(leaf)
+        self.ids.add(self.store.entry_ids(size))
         latest = self.store.latest_checkpoint()
         self._signed_size = latest[0] if latest else -1
         log.info("audit log holds %d entries", size)
@@ -145,7 +148,7 @@ class AuditSink:
         if self._write_failed:
             self.store.drop_unfinished(size)
             self._write_failed = False
-        known = self.store.known(e.entry_id for e in batch)
+        known = self.store.known(e.entry_id for e in batch if self.ids.maybe(e.entry_id))
         fresh: list[Entry] = []
         for entry in batch:
             if entry.entry_id in known:
@@ -164,6 +167,7 @@ class AuditSink:
         self.store.append(rows, leaves)
         for h in hashes:
             self.frontier.append(h)
+        self.ids.add(entry.entry_id for entry in fresh)
         self.stats.entries += len(fresh)
 
     def checkpoint(self) -> None:

@@ -62,6 +62,16 @@ class Store:
         self.client.insert(f"{self.db}.audit_log", rows, column_names=list(COLUMNS))
         self.client.insert(f"{self.db}.audit_leaves", leaves, column_names=["seq", "entry_id", "leaf_hash"])
 
+    def entry_ids(self, end: int, chunk: int = 1_000_000) -> Iterator[str]:
+        """Entry ids of seq 0 .. end-1."""
+        for start in range(0, end, chunk):
+            rows = self.client.query(
+                f"SELECT entry_id FROM {self.db}.audit_leaves WHERE seq >= {start} AND seq < "
+                f"{min(end, start + chunk)}"
+            ).result_rows
+            for (entry_id,) in rows:
+                yield entry_id
+
     def leaf_hashes(self, end: int, chunk: int = 500_000) -> Iterator[bytes]:
         """Leaf hashes of seq 0 .. end-1, in order."""
         for start in range(0, end, chunk):
