@@ -128,7 +128,9 @@ async def dead_letter(raw: bytes, reason: str, source: Source) -> None:
 
 @app.task
 async def route() -> None:
-    await by_operator.maybe_declare()  # the lanes exist, with their partitions, before any send
+    # The internal topics exist, with their partitions, before anything is sent to them.
+    await by_operator.maybe_declare()
+    await accepted_topic.maybe_declare()
     router = Router(
         app.producer, settings.bootstrap_servers, topics.LANES, settings.events_partitions, "frtwatch-router"
     )
