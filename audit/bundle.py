@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from audit.checkpoint import CheckpointError, Signer, open_checkpoint, open_note
+from audit.checkpoint import ORIGIN, CheckpointError, Signer, open_checkpoint, open_note
 from audit.merkle import Tree, leaf_hash, verify_inclusion
 
 FORMAT = "frtwatch.audit.bundle.v1"
@@ -65,6 +65,13 @@ class Verification:
 
 def verify_bundle(bundle: dict[str, Any], vkey: str) -> Verification:
     """Check everything a bundle claims; every problem found is listed."""
+    try:
+        return _verify(bundle, vkey)
+    except (KeyError, TypeError, ValueError) as error:  # malformed: say so, never crash
+        return Verification(0, 0, [f"malformed bundle: {error!r}"])
+
+
+def _verify(bundle: dict[str, Any], vkey: str) -> Verification:
     problems: list[str] = []
     entries = bundle.get("entries") or []
     if bundle.get("format") != FORMAT:
@@ -74,6 +81,8 @@ def verify_bundle(bundle: dict[str, Any], vkey: str) -> Verification:
         statement = open_note(str(bundle.get("statement", "")), vkey).splitlines()
     except CheckpointError as error:
         return Verification(len(entries), 0, [f"signature: {error}"])
+    if checkpoint.origin != ORIGIN or len(checkpoint.root) != 32:
+        return Verification(len(entries), 0, [f"not a checkpoint of {ORIGIN}"])
     pairs: list[tuple[int, bytes]] = []
     previous = -1
     for n, item in enumerate(entries):

@@ -57,6 +57,14 @@ class Signer:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(descriptor, "wb") as file:
                 file.write(raw)
+        return cls.load(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "Signer":
+        """The existing key; only the sink creates one (a stray new key would sign what the
+        log's real key cannot vouch for)."""
+        if not path.exists():
+            raise CheckpointError(f"no audit signing key at {path}: the audit sink creates it on first run")
         return cls(Ed25519PrivateKey.from_private_bytes(path.read_bytes()))
 
     def vkey(self) -> str:

@@ -54,7 +54,7 @@ class AuditSink:
     frontier: Frontier = field(default_factory=Frontier)
     ids: IdFilter = field(default_factory=IdFilter)
     _signed_size: int = -1
-    _write_failed: bool = False  # a failed write may have left rows without leaves
+    _write_failed: bool = False  # a failed write may have landed in part: resync before retrying
 
     def recover(self) -> None:
         """Resume the log where its leaves end: unfinished rows go, the tree is rebuilt."""
@@ -106,19 +106,30 @@ class AuditSink:
 
     def _entries(self, record: ConsumerRecord) -> list[Entry]:
         source = f"{record.topic}:{record.partition}:{record.offset}"
+        if record.topic == topics.ACCEPTED:
+            try:
+                items = Bundle.decode(record.value).items
+            except Exception as error:
+                return self._unreadable(source, error)
+            found = []
+            for (topic, partition, offset), raw in items:  # one bad event costs only itself
+                origin = f"{topic}:{partition}:{offset}"
+                try:
+                    found.append(entries.accepted_event(raw, origin))
+                except Exception as error:
+                    self._unreadable(f"{source} ({origin})", error)
+            return found
+        read = entries.violation if record.topic == topics.VIOLATIONS else entries.dead_letter
         try:
-            if record.topic == topics.ACCEPTED:
-                return [
-                    entries.accepted_event(raw, f"{s[0]}:{s[1]}:{s[2]}")
-                    for s, raw in Bundle.decode(record.value).items
-                ]
-            if record.topic == topics.VIOLATIONS:
-                return [entries.violation(record.value, source)]
-            return [entries.dead_letter(record.value, source)]
-        except Exception as error:  # not a record of ours: say where it is, keep going
-            self.stats.unreadable += 1
-            log.error("audit sink cannot read %s: %s", source, error)
-            return []
+            return [read(record.value, source)]
+        except Exception as error:
+            return self._unreadable(source, error)
+
+    def _unreadable(self, where: str, error: Exception) -> list[Entry]:
+        """Not a record of ours: say where it is, count it, keep going."""
+        self.stats.unreadable += 1
+        log.error("audit sink cannot read %s: %s", where, error)
+        return []
 
     def _write(self, consumer: KafkaConsumer, batch: list[Entry], stop: Callable[[], bool]) -> None:
         began = time.monotonic()
@@ -134,7 +145,11 @@ class AuditSink:
                 consumer.pause(*consumer.assignment())
                 deadline = time.monotonic() + delay
                 while time.monotonic() < deadline and not stop():
-                    consumer.poll(timeout_ms=100)  # paused: returns nothing, keeps the group
+                    # Paused, this returns nothing and keeps the group; partitions assigned by a
+                    # rebalance meanwhile are not paused: put back what they return, and pause them.
+                    for tp, records in consumer.poll(timeout_ms=100).items():
+                        consumer.seek(tp, records[0].offset)
+                        consumer.pause(tp)
                 if stop():
                     return
                 delay = min(delay * 2, MAX_BACKOFF)
@@ -144,11 +159,15 @@ class AuditSink:
         self.stats.last_batch_seconds = time.monotonic() - began
 
     def _append(self, batch: list[Entry]) -> None:
-        size = self.frontier.size
         if self._write_failed:
-            self.store.drop_unfinished(size)
+            # The leaves of the failed attempt may have landed even though the call failed (a
+            # timeout after the insert): take the log as it really is, then check every id.
+            self.recover()
             self._write_failed = False
-        known = self.store.known(e.entry_id for e in batch if self.ids.maybe(e.entry_id))
+            known = self.store.known(e.entry_id for e in batch)
+        else:
+            known = self.store.known(e.entry_id for e in batch if self.ids.maybe(e.entry_id))
+        size = self.frontier.size
         fresh: list[Entry] = []
         for entry in batch:
             if entry.entry_id in known:

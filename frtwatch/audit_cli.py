@@ -89,9 +89,13 @@ def audit_migrate(
 @audit_app.command("public-key")
 def audit_public_key() -> None:
     """Print the audit log's public key (what `frtwatch verify` needs)."""
-    from audit.checkpoint import Signer
+    from audit.checkpoint import CheckpointError, Signer
 
-    print(Signer.load_or_create(Settings.from_env().audit_key_file).vkey())
+    try:
+        print(Signer.load(Settings.from_env().audit_key_file).vkey())
+    except CheckpointError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
 
 
 @audit_app.command("export")

@@ -232,5 +232,6 @@ async def rebuild_engine() -> None:
         partition, value = str(stored).split("|", 1)
         if int(partition) in mine:
             records[key] = (int(partition), value)
-    journal.recover(records)
-    await publish_decided(judge.rebuild())
+    async with judging:
+        journal.recover(records)
+        await publish_decided(judge.rebuild())

@@ -1,6 +1,7 @@
 """The processor's output records as Kafka values: violations and dead letters (contract.md)."""
 
 import base64
+import hashlib
 
 import msgspec
 
@@ -16,7 +17,18 @@ def violation_value(violation: Violation) -> bytes:
     return _encode(violation)
 
 
+# Kafka refuses records over 1 MiB by default and base64 adds a third: a larger original is cut
+# to this many bytes, and the reason says so with the whole message's size and SHA-256.
+MAX_ORIGINAL_BYTES = 512 * 1024
+
+
 def dead_letter_value(raw: bytes, reason: str, source: Source) -> bytes:
+    if len(raw) > MAX_ORIGINAL_BYTES:
+        reason += (
+            f" (original cut to its first {MAX_ORIGINAL_BYTES} of {len(raw)} bytes; "
+            f"sha256 of the whole: {hashlib.sha256(raw).hexdigest()})"
+        )
+        raw = raw[:MAX_ORIGINAL_BYTES]
     return _encode(
         DeadLetter(
             original=base64.b64encode(raw).decode(),

@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import KafkaError
 
 from contracts import ContractError, decode_event, topics
 from contracts.codec import MAX_MESSAGE_BYTES
@@ -133,7 +133,7 @@ class Router:
                 self._reached[partition] = at
         try:
             await self.consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items()})
-        except CommitFailedError as error:  # the partitions moved on: their new reader repeats them
+        except KafkaError as error:  # the partitions moved on (a rebalance): their new reader repeats them
             log.warning("router commit failed, the batch will be read again: %s", error)
 
     async def _send_marks(self, partitions: Iterable[TopicPartition], reading: bool = True) -> None:

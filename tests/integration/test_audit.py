@@ -194,3 +194,37 @@ def test_the_audit_log_holds_exactly_the_pipeline_output_through_kill_9_of_the_s
     document["entries"][0]["body"] = document["entries"][0]["body"].replace("FRT-", "FRT-X")
     bundle.write_text(json.dumps(document))
     assert frtwatch("verify", str(bundle), "--public-key", key).returncode == 1
+
+
+def test_a_write_that_landed_but_reported_failure_is_not_written_twice(tmp_path: Path) -> None:
+    """A timeout after the insert: the retry takes the log as it is, so no leaf is doubled
+    and the rebuilt tree is the one that was signed."""
+    from audit.checkpoint import Signer
+    from audit.entries import accepted_event
+    from audit.merkle import root
+    from audit.sink import AuditSink
+    from contracts.artifacts import example_events
+
+    store = Store(f"chdb://{tmp_path / 'ch'}")
+    try:
+        sink = AuditSink(store, Signer.load_or_create(tmp_path / "key"), "unused:9092")
+        sink.recover()
+        batch = [accepted_event(raw, f"t:0:{n}") for n, raw in enumerate(example_events().values())]
+        real_append = store.append
+
+        def lands_then_fails(rows: list, leaves: list) -> None:  # type: ignore[type-arg]
+            real_append(rows, leaves)
+            raise TimeoutError("the reply was lost")
+
+        store.append = lands_then_fails  # type: ignore[method-assign]
+        try:
+            sink._append(batch)
+        except TimeoutError:
+            sink._write_failed = True  # what _write records before retrying
+        store.append = real_append  # type: ignore[method-assign]
+        sink._append(batch)
+        assert store.size() == len(batch) == sink.frontier.size
+        assert store.client.command(f"SELECT count() FROM {store.db}.audit_log") == len(batch)
+        assert sink.frontier.root() == root(list(store.leaf_hashes(len(batch))))
+    finally:
+        store.close()

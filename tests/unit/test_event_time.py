@@ -141,3 +141,15 @@ def test_the_router_bundles_by_operator_in_order_and_letters_what_it_cannot_rout
         0: parse_timestamp("2026-11-21T08:00:03.000Z"),
         1: parse_timestamp("2026-11-21T08:00:02.000Z"),
     }
+
+
+def test_a_huge_message_is_dead_lettered_in_a_record_kafka_accepts() -> None:
+    import base64
+    import hashlib
+
+    from stream_processors.outputs import MAX_ORIGINAL_BYTES, dead_letter_value
+
+    raw = b"x" * (3 * 1024 * 1024)
+    record = json.loads(dead_letter_value(raw, "too_large: 3 MiB", ("frt.events.v1", 0, 5)))
+    assert len(base64.b64decode(record["original"])) == MAX_ORIGINAL_BYTES
+    assert hashlib.sha256(raw).hexdigest() in record["reason"] and len(json.dumps(record)) < 1024 * 1024
