@@ -57,7 +57,7 @@ def export(store: Store, signer: Signer, selection: Selection) -> dict[str, Any]
         f"SELECT seq, body FROM {store.db}.audit_log WHERE {where} AND seq < {size} ORDER BY seq",
         parameters=parameters,
     ).result_rows
-    tree = Tree(list(store.leaf_hashes(size)))
+    tree = Tree(store.leaf_hashes(size))
     return make_bundle(
         signer, note, tree, [(int(seq), str(body)) for seq, body in rows], selection.describe()
     )
