@@ -62,9 +62,9 @@ class AuditSink:
         size = self.store.size()
         self.store.drop_unfinished(size)
         self.frontier, self.ids = Frontier(), IdFilter()
-        for leaf in self.store.leaf_hashes(size):
+        for entry_id, leaf in self.store.leaves(size):
             self.frontier.append(leaf)
-        self.ids.add(self.store.entry_ids(size))
+            self.ids.add((entry_id,))
         latest = self.store.latest_checkpoint()
         self._signed_size = latest[0] if latest else -1
         log.info("audit log holds %d entries", size)

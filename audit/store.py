@@ -62,25 +62,19 @@ class Store:
         self.client.insert(f"{self.db}.audit_log", rows, column_names=list(COLUMNS))
         self.client.insert(f"{self.db}.audit_leaves", leaves, column_names=["seq", "entry_id", "leaf_hash"])
 
-    def entry_ids(self, end: int, chunk: int = 1_000_000) -> Iterator[str]:
-        """Entry ids of seq 0 .. end-1."""
+    def leaves(self, end: int, chunk: int = 500_000) -> Iterator[tuple[str, bytes]]:
+        """(entry_id, leaf hash) of seq 0 .. end-1, in order: one scan serves the tree and the
+        id filter."""
         for start in range(0, end, chunk):
             rows = self.client.query(
-                f"SELECT entry_id FROM {self.db}.audit_leaves WHERE seq >= {start} AND seq < "
-                f"{min(end, start + chunk)}"
-            ).result_rows
-            for (entry_id,) in rows:
-                yield entry_id
-
-    def leaf_hashes(self, end: int, chunk: int = 500_000) -> Iterator[bytes]:
-        """Leaf hashes of seq 0 .. end-1, in order."""
-        for start in range(0, end, chunk):
-            rows = self.client.query(
-                f"SELECT leaf_hash FROM {self.db}.audit_leaves WHERE seq >= {start} AND seq < "
+                f"SELECT entry_id, leaf_hash FROM {self.db}.audit_leaves WHERE seq >= {start} AND seq < "
                 f"{min(end, start + chunk)} ORDER BY seq"
             ).result_rows
-            for (leaf,) in rows:
-                yield bytes(leaf) if not isinstance(leaf, str) else leaf.encode("latin-1")
+            for entry_id, leaf in rows:
+                yield entry_id, bytes(leaf) if not isinstance(leaf, str) else leaf.encode("latin-1")
+
+    def leaf_hashes(self, end: int) -> Iterator[bytes]:
+        return (leaf for _, leaf in self.leaves(end))
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -100,10 +94,14 @@ class Store:
     def set_retention(self, days: int | None) -> None:
         """Entry bodies older than ``days`` (by record time) expire; their leaves stay, so every
         checkpoint still verifies. None: keep everything."""
-        ttl = f"MODIFY TTL toDateTime(recorded_at) + INTERVAL {int(days)} DAY" if days else "REMOVE TTL"
-        try:
-            self.client.command(f"ALTER TABLE {self.db}.audit_log {ttl}")
-        except Exception as error:  # REMOVE TTL on a table without one
-            if days:
-                raise
-            del error
+        table = f"{self.db}.audit_log"
+        if days:
+            self.client.command(
+                f"ALTER TABLE {table} MODIFY TTL toDateTime(recorded_at) + INTERVAL {int(days)} DAY"
+            )
+        elif " TTL " in str(
+            self.client.command(
+                f"SELECT engine_full FROM system.tables WHERE database = '{self.db}' AND name = 'audit_log'"
+            )
+        ):
+            self.client.command(f"ALTER TABLE {table} REMOVE TTL")

@@ -42,7 +42,6 @@ from stream_processors.rules.pack import available_packs, load_packs
 
 PARTITIONS = 6
 PRELOAD_EVENT_RATE = 500  # events per second of event time in the preloaded topic
-LANES = topics.LANES
 WAITING_RULES = {
     rule.rule_id
     for pack in load_packs(available_packs())
@@ -149,7 +148,7 @@ def committed(kafka: KafkaCluster, group: str, partitions: list[TopicPartition])
 def lane_ends(kafka: KafkaCluster) -> dict[TopicPartition, int]:
     consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
     try:
-        return consumer.end_offsets(topic_partitions(LANES))  # type: ignore[no-any-return]
+        return consumer.end_offsets(topic_partitions(topics.LANES))  # type: ignore[no-any-return]
     finally:
         consumer.close()
 
