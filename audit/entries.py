@@ -145,5 +145,24 @@ def dead_letter(raw: bytes, source: str) -> Entry:
     )
 
 
+_query_record = msgspec.json.Decoder(dict[str, Any])
+
+
+def query(raw: bytes, source: str) -> Entry:
+    """A query the regulators' API answered or refused (audit/query_log.py wrote it)."""
+    record = _query_record.decode(raw)
+    if record.get("kind") != "query" or not record.get("request_id"):
+        raise ValueError("not a query record")
+    return Entry(
+        "query",
+        str(record["request_id"]),
+        str(record.get("operator_id") or ""),
+        parse_timestamp(str(record["at"])),
+        canonical_json(record),
+        source,
+        event_type=str(record.get("route") or ""),
+    )
+
+
 def recorded_now() -> datetime:
     return datetime.now(UTC)

@@ -1,4 +1,5 @@
-"""The audit sink: accepted events, violations and dead letters from Kafka into the audit log.
+"""The audit sink: accepted events, violations, dead letters and the API's query records from
+Kafka into the audit log.
 
 One writer (the Merkle log needs one order): read a batch, drop entries already in the log
 (by entry id: redeliveries and the processor's repeats), give the rest the next sequence
@@ -27,7 +28,12 @@ from contracts import topics
 from stream_processors.bundle import Bundle
 
 log = logging.getLogger("frtwatch.audit")
-TOPICS = (topics.ACCEPTED, topics.VIOLATIONS, topics.DEADLETTER)
+TOPICS = (topics.ACCEPTED, topics.VIOLATIONS, topics.DEADLETTER, topics.QUERIES)
+READERS = {
+    topics.VIOLATIONS: entries.violation,
+    topics.DEADLETTER: entries.dead_letter,
+    topics.QUERIES: entries.query,
+}
 MAX_BACKOFF = 30.0
 
 
@@ -119,9 +125,8 @@ class AuditSink:
                 except Exception as error:
                     self._unreadable(f"{source} ({origin})", error)
             return found
-        read = entries.violation if record.topic == topics.VIOLATIONS else entries.dead_letter
         try:
-            return [read(record.value, source)]
+            return [READERS[record.topic](record.value, source)]
         except Exception as error:
             return self._unreadable(source, error)
 

@@ -23,5 +23,10 @@ def format_timestamp(moment: datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
+def format_utc_timestamp(moment: datetime) -> str:
+    """Like format_timestamp, reading a naive datetime as UTC (as ClickHouse returns them)."""
+    return format_timestamp(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
 def now_timestamp() -> str:
     return format_timestamp(datetime.now(UTC))

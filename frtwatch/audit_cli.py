@@ -100,52 +100,75 @@ def audit_public_key() -> None:
 
 @audit_app.command("export")
 def audit_export(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle file to write.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write.")],
+    format: Annotated[
+        str, typer.Option(help="json: the bundle; jsonl, csv, parquet: a zip of the bundle and a table.")
+    ] = "json",
     operator: Annotated[str | None, typer.Option(help="Only this operator_id.")] = None,
     kind: Annotated[str | None, typer.Option(help="event, violation, dead_letter or query.")] = None,
     rule: Annotated[str | None, typer.Option(help="Only this rule_id.")] = None,
     since: Annotated[datetime | None, typer.Option(help="occurred_at at or after (UTC).")] = None,
     until: Annotated[datetime | None, typer.Option(help="occurred_at before (UTC).")] = None,
 ) -> None:
-    """Export entries with their inclusion proofs and the covering signed checkpoint."""
+    """Export entries with their inclusion proofs and the covering signed checkpoint (straight from
+    the store: with chDB, only while no sink or API holds its folder)."""
+    from rich.progress import Progress
+
     from audit.checkpoint import Signer
-    from audit.export import NoCheckpoint, Selection, export
+    from audit.export import FORMATS, NoCheckpoint, TooLarge, export
+    from audit.selection import Selection
     from audit.store import Store
 
+    if format not in FORMATS:
+        console.print(f"[red]--format must be one of {', '.join(FORMATS)}[/red]")
+        raise typer.Exit(2)
     settings = Settings.from_env()
     store = Store(settings.clickhouse_dsn)
+    selection = Selection(kind=kind, operator_id=operator, rule_id=rule, since=since, until=until)
     try:
-        with console.status("selecting entries and building proofs..."):
-            bundle = export(
-                store,
-                Signer.load_or_create(settings.audit_key_file),
-                Selection(operator, kind, rule, since, until),
-            )
-    except NoCheckpoint as error:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("selecting entries", total=None)
+
+            def progress(stage: str, done: int, total: int) -> None:
+                bar.update(task, description=stage, completed=done, total=total)
+
+            made = export(store, Signer.load(settings.audit_key_file), selection, progress)
+    except (NoCheckpoint, TooLarge) as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from None
     finally:
         store.close()
-    out.write_text(json.dumps(bundle))
-    console.print(f"{len(bundle['entries'])} entries written to {out}")
+    with out.open("wb") as file:
+        made.write(file, format)
+    console.print(f"{len(made.rows)} entries written to {out}")
 
 
 def verify(
-    bundle: Annotated[Path, typer.Argument(help="An export bundle (frtwatch audit export).")],
+    bundle: Annotated[Path, typer.Argument(help="An export: a bundle (.json) or an archive (.zip).")],
     public_key: Annotated[str, typer.Option(help="The log's public key line, or a file holding it.")],
 ) -> None:
-    """Check an export bundle offline: signatures, every inclusion proof, nothing missing or moved."""
+    """Check an export offline: signatures, every inclusion proof, nothing missing or moved, and
+    an archive's table against its bundle."""
+    import zipfile
+
     from audit.bundle import verify_bundle
+    from audit.tables import check_table, read_archive
 
     key = Path(public_key).read_text() if Path(public_key).is_file() else public_key
+    rows = None
     try:
-        document = json.loads(bundle.read_bytes())
-    except (OSError, ValueError) as error:
+        if zipfile.is_zipfile(bundle):
+            document, rows = read_archive(bundle)
+        else:
+            document = json.loads(bundle.read_bytes())
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         console.print(f"[red]cannot read {bundle}: {error}[/red]")
         raise typer.Exit(2) from None
     result = verify_bundle(document, key)
-    for problem in result.problems:
+    problems = result.problems + (check_table(document, rows) if rows is not None and result.ok else [])
+    for problem in problems:
         print(f"FAIL {problem}")
-    if result.ok:
-        print(f"OK {result.entries} entries, each included in the signed tree of {result.tree_size}")
-    sys.exit(0 if result.ok else 1)
+    if not problems:
+        table = f"; the table's {len(rows)} rows match" if rows is not None else ""
+        print(f"OK {result.entries} entries, each included in the signed tree of {result.tree_size}{table}")
+    sys.exit(0 if not problems else 1)

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from frtwatch.api_cli import api_app
 from frtwatch.audit_cli import audit_app, verify
 from frtwatch.config import Settings
 from producers.fleet import FleetShape
@@ -36,6 +37,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(rules_app, name="rules")
 app.add_typer(audit_app, name="audit")
+app.add_typer(api_app, name="api")
 app.command("verify")(verify)
 
 console = Console()
@@ -475,6 +477,10 @@ def process(
     loglevel: Annotated[str, typer.Option(help="Worker log level: crit, error, warn, info, debug.")] = "warn",
 ) -> None:
     """Run a stream-processor worker (Kafka settings from FRTWATCH_*; start more for more partitions)."""
+    from frtwatch.stack.kafka import create_contract_topics
+
+    settings = _settings()
+    create_contract_topics(settings.bootstrap_servers, settings.events_partitions)
     from stream_processors.app import app as faust_app
 
     sys.argv = ["frtwatch process", "worker", "--loglevel", loglevel, "--without-web"]

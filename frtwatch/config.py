@@ -31,6 +31,8 @@ class Settings:
     keys_file: Path | None = None  # device and back-office signing keys (JSON)
     grace_seconds: float = 10.0  # event time to wait for late consents and registrations
     audit_retention_days: int | None = None  # audit entry bodies expire after this; None: kept
+    api_port: int = 8088  # the regulators' API
+    api_access_file: Path | None = None  # tokens, roles, jurisdictions; default home/api-access.yaml
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -54,6 +56,8 @@ class Settings:
             audit_retention_days=int(env["FRTWATCH_AUDIT_RETENTION_DAYS"])
             if env.get("FRTWATCH_AUDIT_RETENTION_DAYS")
             else None,
+            api_port=int(env.get("FRTWATCH_API_PORT", 8088)),
+            api_access_file=Path(env["FRTWATCH_API_ACCESS"]) if env.get("FRTWATCH_API_ACCESS") else None,
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         if settings.brokers not in (1, 3):
@@ -76,6 +80,10 @@ class Settings:
     def audit_key_file(self) -> Path:
         """The audit log's Ed25519 signing key (created on first use, mode 0600)."""
         return self.home / "keys" / "audit-ed25519.key"
+
+    @property
+    def api_access(self) -> Path:
+        return self.api_access_file or self.home / "api-access.yaml"
 
     @property
     def logs_dir(self) -> Path:

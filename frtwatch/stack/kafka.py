@@ -199,10 +199,14 @@ class KafkaCluster:
         return stop_all(self.nodes(), timeout)
 
 
-def create_contract_topics(bootstrap_servers: str, events_partitions: int, replicas: int) -> dict[str, int]:
-    """Create the contract topics that are missing (idempotent), and the accepted-events topic
-    the audit sink reads; return name -> partitions. With 3 replicas, min.insync.replicas is 2
-    so acks=all survives one broker down."""
+def create_contract_topics(
+    bootstrap_servers: str, events_partitions: int, replicas: int | None = None
+) -> dict[str, int]:
+    """Create the contract topics that are missing (idempotent), and frtwatch's own: the
+    processor's lanes (a consumer subscribed before its topic exists may never read it), the
+    accepted events and the query records; return name -> partitions. With 3 replicas,
+    min.insync.replicas is 2 so acks=all survives one broker down. ``replicas`` defaults to the
+    cluster's size, at most 3."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
@@ -210,11 +214,15 @@ def create_contract_topics(bootstrap_servers: str, events_partitions: int, repli
         topics.EVENTS: events_partitions,
         topics.VIOLATIONS: 3,
         topics.DEADLETTER: 1,
+        topics.LANES: events_partitions,
         topics.ACCEPTED: events_partitions,
+        topics.QUERIES: 1,
     }
-    config = {"min.insync.replicas": "2" if replicas >= 3 else "1"}
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="frtwatch-stack")
     try:
+        if replicas is None:
+            replicas = min(3, len(admin.describe_cluster()["brokers"]))
+        config = {"min.insync.replicas": "2" if replicas >= 3 else "1"}
         existing = set(admin.list_topics())
         missing = [
             NewTopic(name, count, replicas, topic_configs=config)

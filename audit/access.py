@@ -1,0 +1,159 @@
+"""Who may ask the audit log what: API tokens, roles and jurisdictions, from one YAML file.
+
+    jurisdictions:            # which operators each regulator's jurisdiction covers
+      shanghai: [op-000, op-001]
+    principals:
+      - {name: cac-shanghai, role: regulator, jurisdiction: shanghai, token_sha256: ...}
+      - {name: op-000-compliance, role: operator, operator_id: op-000, token_sha256: ...}
+      - {name: noc, role: ops, token_sha256: ...}
+
+A regulator sees the rows of its jurisdiction's operators, an operator only its own, ops only
+aggregates (never a row, so never a subject_ref). Which operator falls under which
+jurisdiction is deployment configuration: events do not carry it. Only SHA-256 hashes of
+tokens are stored; `frtwatch api token` makes a token and prints it once.
+"""
+
+import hashlib
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROLES = ("regulator", "operator", "ops")
+log = logging.getLogger("frtwatch.api")
+
+
+class AccessError(ValueError):
+    """The access file is wrong; the message names the entry."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: str  # one of ROLES
+    jurisdiction: str | None = None  # regulators
+    operator_id: str | None = None  # operators
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Access:
+    jurisdictions: dict[str, frozenset[str]]
+    by_token_hash: dict[str, Principal]
+
+    @classmethod
+    def load(cls, path: Path) -> "Access":
+        if not path.exists():
+            raise AccessError(f"{path}: no access file (create tokens with `frtwatch api token`)")
+        return cls.parse(_read(path), str(path))
+
+    @classmethod
+    def parse(cls, document: dict[str, Any], where: str = "access") -> "Access":
+        jurisdictions = {
+            str(name): frozenset(str(op) for op in operators or [])
+            for name, operators in (document.get("jurisdictions") or {}).items()
+        }
+        principals: dict[str, Principal] = {}
+        names: set[str] = set()
+        for n, item in enumerate(document.get("principals") or []):
+            at = f"{where}: principals[{n}]"
+            principal = Principal(
+                name=str(item.get("name") or ""),
+                role=str(item.get("role") or ""),
+                jurisdiction=item.get("jurisdiction"),
+                operator_id=item.get("operator_id"),
+            )
+            digest = str(item.get("token_sha256") or "")
+            if not principal.name or principal.name in names:
+                raise AccessError(f"{at}: a principal needs a name of its own")
+            if principal.role not in ROLES:
+                raise AccessError(f"{at} ({principal.name}): role must be one of {', '.join(ROLES)}")
+            if principal.role == "regulator" and principal.jurisdiction not in jurisdictions:
+                raise AccessError(f"{at} ({principal.name}): unknown jurisdiction {principal.jurisdiction!r}")
+            if principal.role == "operator" and not principal.operator_id:
+                raise AccessError(f"{at} ({principal.name}): an operator principal needs operator_id")
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise AccessError(f"{at} ({principal.name}): token_sha256 must be 64 lowercase hex digits")
+            names.add(principal.name)
+            principals[digest] = principal
+        return cls(jurisdictions, principals)
+
+    def authenticate(self, token: str) -> Principal | None:
+        return self.by_token_hash.get(token_hash(token))
+
+    def operators(self, principal: Principal) -> frozenset[str] | None:
+        """The operators whose rows ``principal`` may see; None: every operator (ops, whose
+        endpoints return aggregates only)."""
+        if principal.role == "regulator":
+            return self.jurisdictions.get(str(principal.jurisdiction), frozenset())
+        if principal.role == "operator":
+            return frozenset([str(principal.operator_id)])
+        return None
+
+
+class AccessFile:
+    """The access file as of its last good version: edits (a new token, a revoked one) apply
+    without a restart; an edit that does not parse is logged and the previous version kept."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp = path.stat().st_mtime_ns
+        self._access = Access.load(path)
+
+    def current(self) -> Access:
+        try:
+            stamp = self.path.stat().st_mtime_ns
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._access = Access.load(self.path)
+                log.info("access file %s reloaded", self.path)
+        except (OSError, AccessError, yaml.YAMLError) as error:
+            log.error("access file %s not reloaded, the previous version stays: %s", self.path, error)
+        return self._access
+
+
+def _read(path: Path) -> dict[str, Any]:
+    document = yaml.safe_load(path.read_text()) if path.exists() else None
+    return document or {}
+
+
+def _write(path: Path, document: dict[str, Any]) -> None:
+    """Atomically, readable by its owner only (it names who may read the log)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(yaml.safe_dump(document, sort_keys=False))
+    os.chmod(temporary, 0o600)
+    temporary.replace(path)
+
+
+def set_jurisdiction(path: Path, name: str, operators: list[str]) -> None:
+    document = _read(path)
+    document.setdefault("jurisdictions", {})[name] = sorted(set(operators))
+    Access.parse(document, str(path))
+    _write(path, document)
+
+
+def add_principal(
+    path: Path, name: str, role: str, jurisdiction: str | None = None, operator_id: str | None = None
+) -> str:
+    """Add (or re-key) a principal; return its new token, which is stored only as a hash."""
+    token = secrets.token_urlsafe(32)
+    document = _read(path)
+    entry: dict[str, Any] = {"name": name, "role": role}
+    if jurisdiction:
+        entry["jurisdiction"] = jurisdiction
+    if operator_id:
+        entry["operator_id"] = operator_id
+    entry["token_sha256"] = token_hash(token)
+    others = [p for p in document.get("principals") or [] if p.get("name") != name]
+    document["principals"] = [*others, entry]
+    Access.parse(document, str(path))  # refuse to write a file the API would refuse
+    _write(path, document)
+    return token

@@ -1,0 +1,380 @@
+"""The regulators' HTTP API over the audit log (FastAPI; OpenAPI at /openapi.json, docs at /docs).
+
+Bearer tokens name a principal (audit/access.py): a regulator reads its jurisdiction's
+operators, an operator itself, ops only the summary. Every call to /v1, answered or refused,
+is recorded in the audit log before its answer leaves (audit/query_log.py); if the record
+cannot be published the caller gets 503 and no data.
+"""
+
+import logging
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from starlette.background import BackgroundTask
+
+from audit import queries
+from audit.access import AccessFile, Principal, token_hash
+from audit.checkpoint import Signer
+from audit.export import FORMATS, NoCheckpoint, TooLarge, export
+from audit.query_log import QueryLog, QueryLogUnavailable, new_request_id, query_record
+from audit.selection import Selection
+from audit.store import Store
+from contracts.vocabulary import Severity
+
+log = logging.getLogger("frtwatch.api")
+UNRECORDED = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/healthz")
+MAX_PARAM_CHARS = 512  # what one query record keeps of each parameter
+
+Kind = Literal["event", "violation", "dead_letter", "query"]
+ExportFormat = Literal["json", "jsonl", "csv", "parquet"]
+assert set(FORMATS) == {"json", "jsonl", "csv", "parquet"}
+
+
+class Entry(BaseModel):
+    seq: int
+    kind: str
+    entry_id: str
+    operator_id: str
+    occurred_at: str
+    record: dict[str, Any]
+
+
+class Page(BaseModel):
+    items: list[Entry]
+    next_cursor: str | None
+
+
+class Configuration(BaseModel):
+    occurred_at: str
+    configuration: dict[str, Any]
+
+
+class DeviceHistory(Page):
+    configurations: list[Configuration]
+
+
+class ViolationCount(BaseModel):
+    operator_id: str
+    rule_id: str
+    severity: str
+    policy_pack: str
+    count: int
+
+
+class EventCount(BaseModel):
+    operator_id: str
+    event_type: str
+    count: int
+
+
+class DeadLetterCount(BaseModel):
+    reason: str
+    count: int
+
+
+class Summary(BaseModel):
+    violations: list[ViolationCount]
+    events: list[EventCount]
+    dead_letters: list[DeadLetterCount]
+
+
+class CheckpointOut(BaseModel):
+    size: int
+    note: str
+    public_key: str
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+@dataclass
+class Service:
+    store: Store
+    access_file: AccessFile
+    query_log: QueryLog
+    signer: Signer
+    # One read at a time on this client (requests run in a thread pool).
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def reading(self) -> Iterator[Store]:
+        with self.lock:
+            yield self.store
+
+
+Since = Annotated[datetime | None, Query(description="occurred_at at or after (RFC 3339; naive is UTC)")]
+Until = Annotated[datetime | None, Query(description="occurred_at before (RFC 3339; naive is UTC)")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="entries per page")]
+CursorParam = Annotated[str | None, Query(description="next_cursor of the previous page")]
+Text = Annotated[str | None, Query(max_length=256)]
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem},
+    401: {"model": Problem},
+    403: {"model": Problem},
+    503: {"model": Problem, "description": "the query could not be recorded in the audit log"},
+}
+
+
+def create_app(service: Service) -> FastAPI:
+    app = FastAPI(
+        title="frtwatch regulators' API",
+        version="1",
+        description="Query and export the tamper-evident audit log of facial-recognition deployments.",
+    )
+    bearer = HTTPBearer(auto_error=False, description="an API token (frtwatch api token)")
+
+    def principal(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> Principal:
+        if credentials is None:
+            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        found = service.access_file.current().authenticate(credentials.credentials)
+        if found is None:
+            request.state.unknown_token = token_hash(credentials.credentials)[:12]
+            raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+        request.state.principal = found
+        return found
+
+    Asker = Annotated[Principal, Depends(principal)]
+
+    def rows_scope(asker: Principal, operator_id: str | None) -> tuple[str, ...]:
+        """The operators whose rows ``asker`` may read here; refuse ops and foreign operators."""
+        allowed = service.access_file.current().operators(asker)
+        if allowed is None:
+            raise HTTPException(403, "the ops role reads aggregates only: /v1/summary")
+        _check_operator(asker, allowed, operator_id)
+        return tuple(sorted(allowed))
+
+    def _check_operator(asker: Principal, allowed: frozenset[str], operator_id: str | None) -> None:
+        if operator_id is not None and operator_id not in allowed:
+            if asker.role == "regulator":
+                raise HTTPException(
+                    403, f"operator {operator_id} is outside jurisdiction {asker.jurisdiction}"
+                )
+            raise HTTPException(403, "an operator reads only its own entries")
+
+    def answered(request: Request, rows: int) -> None:
+        request.state.rows = rows
+
+    def cursor(text: str | None) -> queries.Cursor | None:
+        try:
+            return queries.Cursor.decode(text) if text else None
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from None
+
+    @app.middleware("http")
+    async def recorded(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.url.path in UNRECORDED:
+            return await call_next(request)
+        request_id = new_request_id()
+        try:
+            response = await call_next(request)
+        except Exception:  # recorded like any answer; the caller learns only the request id
+            log.exception("request %s failed", request_id)
+            response = JSONResponse({"detail": "internal error", "request_id": request_id}, status_code=500)
+        record = _record(request, request_id, response.status_code)
+        try:
+            await run_in_threadpool(service.query_log.record, record)
+        except QueryLogUnavailable:
+            if response.background is not None:
+                await response.background()
+            return JSONResponse(
+                {"detail": "the query could not be recorded in the audit log, so it is not answered"},
+                status_code=503,
+                headers={"X-Request-Id": request_id},
+            )
+        response.headers["X-Request-Id"] = request_id
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/violations", response_model=Page, responses=REFUSALS, tags=["queries"])
+    def violations(
+        request: Request,
+        asker: Asker,
+        operator_id: Text = None,
+        site_id: Text = None,
+        device_id: Text = None,
+        rule_id: Text = None,
+        severity: Severity | None = None,
+        policy_pack: Text = None,
+        since: Since = None,
+        until: Until = None,
+        cursor_: Annotated[str | None, Query(alias="cursor", max_length=256)] = None,
+        limit: Limit = 100,
+    ) -> Page:
+        """Violations, oldest first, one page at a time."""
+        scope = rows_scope(asker, operator_id)
+        selection = Selection(
+            kind="violation", operator_id=operator_id, site_id=site_id, device_id=device_id,
+            rule_id=rule_id, severity=severity, policy_pack=policy_pack, since=since, until=until,
+            operators=scope,
+        )  # fmt: skip
+        return _page(request, selection, limit, cursor(cursor_))
+
+    @app.get("/v1/subjects/{subject_ref}/history", response_model=Page, responses=REFUSALS, tags=["queries"])
+    def subject_history(
+        request: Request,
+        asker: Asker,
+        subject_ref: Annotated[str, PathParam(max_length=256)],
+        operator_id: Text = None,
+        since: Since = None,
+        until: Until = None,
+        cursor_: Annotated[str | None, Query(alias="cursor", max_length=256)] = None,
+        limit: Limit = 100,
+    ) -> Page:
+        """Everything about one (pseudonymous) subject: each recognition with its legal basis and
+        consent_id, the consents granted and withdrawn, and the violations."""
+        scope = rows_scope(asker, operator_id)
+        selection = Selection(
+            subject_ref=subject_ref, operator_id=operator_id, since=since, until=until, operators=scope
+        )
+        return _page(request, selection, limit, cursor(cursor_))
+
+    @app.get("/v1/devices/{device_id}/history", response_model=DeviceHistory, responses=REFUSALS,
+             tags=["queries"])  # fmt: skip
+    def device_history(
+        request: Request,
+        asker: Asker,
+        device_id: Annotated[str, PathParam(max_length=256)],
+        event_type: Text = None,
+        since: Since = None,
+        until: Until = None,
+        cursor_: Annotated[str | None, Query(alias="cursor", max_length=256)] = None,
+        limit: Limit = 100,
+    ) -> DeviceHistory:
+        """A device's events and violations, and its declared configuration over time."""
+        scope = rows_scope(asker, None)
+        selection = Selection(
+            device_id=device_id, event_type=event_type, since=since, until=until, operators=scope
+        )
+        found = _page(request, selection, limit, cursor(cursor_))
+        with service.reading() as store:
+            configured = queries.configurations(store, Selection(device_id=device_id, operators=scope))
+        return DeviceHistory(
+            items=found.items,
+            next_cursor=found.next_cursor,
+            configurations=[Configuration(**c) for c in configured],
+        )
+
+    @app.get("/v1/summary", response_model=Summary, responses=REFUSALS, tags=["queries"])
+    def summary(
+        request: Request, asker: Asker, operator_id: Text = None, since: Since = None, until: Until = None
+    ) -> Summary:
+        """Counts of violations, events and dead letters: the one view every role has."""
+        allowed = service.access_file.current().operators(asker)
+        if allowed is not None:
+            _check_operator(asker, allowed, operator_id)
+        selection = Selection(
+            operator_id=operator_id, since=since, until=until,
+            operators=tuple(sorted(allowed)) if allowed is not None else None,
+        )  # fmt: skip
+        with service.reading() as store:
+            counts = queries.summary(store, selection)
+        answered(request, sum(len(v) for v in counts.values()))
+        return Summary.model_validate(counts)
+
+    @app.get(
+        "/v1/export",
+        responses={**REFUSALS, 200: {"content": {"application/zip": {}, "application/json": {}}}},
+        response_class=FileResponse,
+        tags=["exports"],
+    )
+    def export_entries(
+        request: Request,
+        asker: Asker,
+        format: ExportFormat = "jsonl",
+        kind: Kind | None = None,
+        operator_id: Text = None,
+        site_id: Text = None,
+        device_id: Text = None,
+        subject_ref: Text = None,
+        rule_id: Text = None,
+        severity: Severity | None = None,
+        policy_pack: Text = None,
+        since: Since = None,
+        until: Until = None,
+    ) -> FileResponse:
+        """Entries with their inclusion proofs and the covering signed checkpoint: a bundle
+        (json), or a zip of the bundle and a table (jsonl, csv, parquet). `frtwatch verify`
+        checks either offline."""
+        scope = rows_scope(asker, operator_id)
+        selection = Selection(
+            kind=kind, operator_id=operator_id, site_id=site_id, device_id=device_id,
+            subject_ref=subject_ref, rule_id=rule_id, severity=severity, policy_pack=policy_pack,
+            since=since, until=until, operators=scope,
+        )  # fmt: skip
+        try:
+            with service.reading() as store:
+                made = export(store, service.signer, selection)
+        except NoCheckpoint as error:
+            raise HTTPException(409, str(error)) from None
+        except TooLarge as error:
+            raise HTTPException(400, str(error)) from None
+        suffix = ".json" if format == "json" else ".zip"
+        with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as out:
+            made.write(out.file, format)
+        answered(request, len(made.rows))
+        return FileResponse(
+            out.name,
+            media_type="application/json" if format == "json" else "application/zip",
+            filename=f"frtwatch-export{suffix}",
+            background=BackgroundTask(Path(out.name).unlink, missing_ok=True),
+        )
+
+    @app.get("/v1/checkpoint", response_model=CheckpointOut, responses=REFUSALS, tags=["verification"])
+    def checkpoint(request: Request, asker: Asker) -> CheckpointOut:
+        """The latest signed tree head and the log's public key, to verify exports against."""
+        with service.reading() as store:
+            latest = store.latest_checkpoint()
+        if latest is None:
+            raise HTTPException(409, "the audit log has no signed checkpoint yet")
+        answered(request, 1)
+        return CheckpointOut(size=latest[0], note=latest[1], public_key=service.signer.vkey())
+
+    def _page(request: Request, selection: Selection, limit: int, after: queries.Cursor | None) -> Page:
+        with service.reading() as store:
+            items, following = queries.page(store, selection, limit, after)
+        answered(request, len(items))
+        return Page(
+            items=[Entry(**item) for item in items],
+            next_cursor=following.encode() if following else None,
+        )
+
+    return app
+
+
+def _record(request: Request, request_id: str, status: int) -> dict[str, Any]:
+    """Who asked what, and what came of it; never the token itself."""
+    asker: Principal | None = getattr(request.state, "principal", None)
+    if asker is not None:
+        who: dict[str, Any] = {"name": asker.name, "role": asker.role}
+        who |= {
+            k: v for k, v in (("jurisdiction", asker.jurisdiction), ("operator_id", asker.operator_id)) if v
+        }
+    else:
+        who = {"name": None, "role": "anonymous"}
+        if getattr(request.state, "unknown_token", None):
+            who["token_sha256_prefix"] = request.state.unknown_token
+    params = {k: v[:MAX_PARAM_CHARS] for k, v in list(request.query_params.items())[:50]}
+    params |= {k: str(v)[:MAX_PARAM_CHARS] for k, v in request.path_params.items()}
+    route = getattr(request.scope.get("route"), "path", None) or request.url.path[:MAX_PARAM_CHARS]
+    operator_id = params.get("operator_id") or (asker.operator_id if asker else None)
+    return query_record(
+        request_id, who, request.method, route, params, status, getattr(request.state, "rows", 0), operator_id
+    )

@@ -1,0 +1,68 @@
+"""Every query the regulators' API answers or refuses goes into the audit log: who asked, what,
+when, the outcome and how many rows. The API publishes the record to Kafka and waits for the
+broker's acknowledgement before it answers (no record, no answer); the audit sink, the log's
+one writer, appends it like any other entry, exactly once by request_id.
+"""
+
+import logging
+import uuid
+from typing import Any
+
+from kafka import KafkaProducer
+
+from contracts import canonical_json, topics
+from contracts.timestamps import now_timestamp
+
+log = logging.getLogger("frtwatch.api")
+
+
+class QueryLogUnavailable(RuntimeError):
+    """The record could not be published: the query must not be answered."""
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def query_record(
+    request_id: str,
+    principal: dict[str, Any],
+    method: str,
+    route: str,
+    params: dict[str, Any],
+    status: int,
+    rows: int,
+    operator_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "kind": "query",
+        "request_id": request_id,
+        "at": now_timestamp(),
+        "principal": principal,
+        "method": method,
+        "route": route,
+        "params": params,
+        "status": status,
+        "rows": rows,
+        "operator_id": operator_id,
+    }
+
+
+class QueryLog:
+    def __init__(self, bootstrap_servers: str, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self.producer = KafkaProducer(
+            bootstrap_servers=bootstrap_servers, acks="all", linger_ms=0, retries=5, client_id="frtwatch-api"
+        )
+
+    def record(self, record: dict[str, Any]) -> None:
+        try:
+            self.producer.send(
+                topics.QUERIES, key=record["request_id"].encode(), value=canonical_json(record)
+            ).get(timeout=self.timeout)
+        except Exception as error:
+            log.error("query record %s not published: %s", record["request_id"], error)
+            raise QueryLogUnavailable(str(error)) from error
+
+    def close(self) -> None:
+        self.producer.close(timeout=5)

@@ -1,0 +1,75 @@
+"""Which audit entries a query or an export means, as one SQL condition with bound parameters."""
+
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+# DateTime64's range; bounds outside it are clamped rather than sent to ClickHouse.
+_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2299, 12, 31, tzinfo=UTC)
+_EQUALITY = (
+    "kind",
+    "operator_id",
+    "site_id",
+    "device_id",
+    "subject_ref",
+    "event_type",
+    "rule_id",
+    "severity",
+    "policy_pack",
+)
+
+
+def milliseconds(moment: datetime) -> int:
+    """Milliseconds since the epoch (naive times are UTC), clamped to what the log can hold."""
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return int(min(max(moment, _EARLIEST), _LATEST).timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class Selection:
+    kind: str | None = None  # event | violation | dead_letter | query
+    operator_id: str | None = None
+    site_id: str | None = None
+    device_id: str | None = None
+    subject_ref: str | None = None
+    event_type: str | None = None
+    rule_id: str | None = None
+    severity: str | None = None
+    policy_pack: str | None = None
+    since: datetime | None = None  # occurred_at >= since
+    until: datetime | None = None  # occurred_at < until
+    operators: tuple[str, ...] | None = None  # the asker's scope; None: every operator
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        clauses, parameters = [], {}
+        for column in _EQUALITY:
+            value = getattr(self, column)
+            if value is not None:
+                clauses.append(f"{column} = %({column})s")
+                parameters[column] = value
+        # Bound as epoch milliseconds: a bound datetime would lose its milliseconds.
+        if self.since is not None:
+            clauses.append("occurred_at >= fromUnixTimestamp64Milli(%(since_ms)s, 'UTC')")
+            parameters["since_ms"] = milliseconds(self.since)
+        if self.until is not None:
+            clauses.append("occurred_at < fromUnixTimestamp64Milli(%(until_ms)s, 'UTC')")
+            parameters["until_ms"] = milliseconds(self.until)
+        if self.operators is not None:
+            clauses.append("operator_id IN %(operators)s" if self.operators else "0")
+            parameters["operators"] = tuple(sorted(self.operators))
+        return " AND ".join(clauses) or "1", parameters
+
+    def describe(self) -> dict[str, Any]:
+        """The selection as the export statement names it."""
+        described: dict[str, Any] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, tuple):
+                value = sorted(value)
+            described[field.name] = value
+        return described

@@ -1,0 +1,136 @@
+"""`frtwatch api ...`: serve the regulators' API and manage who may use it."""
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from frtwatch.config import Settings
+
+api_app = typer.Typer(help="The regulators' HTTP API over the audit log.", no_args_is_help=True)
+console = Console(stderr=True)
+log = logging.getLogger("frtwatch.api")
+AccessFileOption = Annotated[
+    Path | None, typer.Option(help="Default: FRTWATCH_API_ACCESS, or HOME/api-access.yaml.")
+]
+
+
+@api_app.command("serve")
+def api_serve(
+    port: Annotated[
+        int | None, typer.Option(help="Port on 127.0.0.1 (default FRTWATCH_API_PORT, 8088).")
+    ] = None,
+    sink: Annotated[
+        bool | None,
+        typer.Option(
+            "--sink/--no-sink",
+            help="Run the audit sink in this process. Default: yes with embedded chDB, which lets "
+            "one process own its folder; with a ClickHouse server run `frtwatch audit sink` apart.",
+        ),
+    ] = None,
+) -> None:
+    """Serve the API (OpenAPI at /openapi.json, docs at /docs) until stopped."""
+    import uvicorn
+
+    from audit.access import AccessError, AccessFile
+    from audit.api import Service, create_app
+    from audit.checkpoint import CheckpointError, Signer
+    from audit.query_log import QueryLog
+    from audit.sink import AuditSink
+    from audit.store import Store
+
+    settings = Settings.from_env()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with_sink = settings.clickhouse_url is None if sink is None else sink
+    try:
+        access = AccessFile(settings.api_access)
+        signer = (Signer.load_or_create if with_sink else Signer.load)(settings.audit_key_file)
+    except (OSError, AccessError, CheckpointError) as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    store = Store(settings.clickhouse_dsn)
+    store.migrate()
+    stopping = threading.Event()
+    sink_failed: list[BaseException] = []
+    thread = None
+    if with_sink:
+        sink_store = Store(settings.clickhouse_dsn)
+        sink_store.set_retention(settings.audit_retention_days)
+        audit_sink = AuditSink(sink_store, signer, settings.bootstrap_servers)
+
+        def run_sink() -> None:
+            try:
+                audit_sink.run(stopping.is_set)
+            except BaseException as error:  # the service must not answer from a log nobody writes
+                log.exception("the audit sink failed; stopping the API")
+                sink_failed.append(error)
+                os.kill(os.getpid(), signal.SIGTERM)
+            finally:
+                sink_store.close()
+
+        thread = threading.Thread(target=run_sink, name="audit-sink", daemon=True)
+        thread.start()
+    query_log = QueryLog(settings.bootstrap_servers)
+    api_port = port or settings.api_port
+    console.print(
+        f"regulators' API on http://127.0.0.1:{api_port} (docs at /docs); audit log {settings.clickhouse_dsn}"
+        + ("; audit sink in this process" if with_sink else "")
+    )
+    try:
+        uvicorn.run(
+            create_app(Service(store, access, query_log, signer)),
+            host="127.0.0.1",
+            port=api_port,
+            log_level="warning",
+        )
+    finally:
+        stopping.set()
+        if thread is not None:
+            thread.join(timeout=60)
+        query_log.close()
+        store.close()
+    if sink_failed:
+        raise typer.Exit(1)
+
+
+@api_app.command("token")
+def api_token(
+    name: Annotated[str, typer.Argument(help="Who the token is for, as query records will name them.")],
+    role: Annotated[str, typer.Option(help="regulator, operator or ops.")],
+    jurisdiction: Annotated[str | None, typer.Option(help="A regulator's jurisdiction.")] = None,
+    operator: Annotated[str | None, typer.Option(help="An operator principal's operator_id.")] = None,
+    access_file: Annotated[
+        Path | None, typer.Option(help="Default FRTWATCH_API_ACCESS or HOME/api-access.yaml.")
+    ] = None,
+) -> None:
+    """Make a new token for NAME (replacing any old one) and print it once; only its hash is kept."""
+    from audit.access import AccessError, add_principal
+
+    path = access_file or Settings.from_env().api_access
+    try:
+        print(add_principal(path, name, role, jurisdiction, operator))
+    except AccessError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"token for {name} ({role}) stored as a hash in {path}")
+
+
+@api_app.command("jurisdiction")
+def api_jurisdiction(
+    name: Annotated[str, typer.Argument(help="The jurisdiction's name.")],
+    operators: Annotated[list[str], typer.Argument(help="The operator_ids it covers.")],
+    access_file: Annotated[
+        Path | None, typer.Option(help="Default FRTWATCH_API_ACCESS or HOME/api-access.yaml.")
+    ] = None,
+) -> None:
+    """Set which operators a jurisdiction covers (its regulators see only these)."""
+    from audit.access import set_jurisdiction
+
+    path = access_file or Settings.from_env().api_access
+    set_jurisdiction(path, name, operators)
+    console.print(f"jurisdiction {name}: {', '.join(sorted(set(operators)))} ({path})")
