@@ -13,6 +13,7 @@ from rich.table import Table
 from frtwatch.api_cli import api_app
 from frtwatch.audit_cli import audit_app, verify
 from frtwatch.config import Settings
+from frtwatch.query_cli import query_app
 from producers.fleet import FleetShape
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ app.add_typer(contracts_app, name="contracts")
 app.add_typer(rules_app, name="rules")
 app.add_typer(audit_app, name="audit")
 app.add_typer(api_app, name="api")
+app.add_typer(query_app, name="query")
 app.command("verify")(verify)
 
 console = Console()
