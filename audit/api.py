@@ -7,6 +7,7 @@ cannot be published the caller gets 503 and no data.
 """
 
 import logging
+import re
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -21,7 +22,7 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 from starlette.background import BackgroundTask
 
 from audit import queries
@@ -115,10 +116,21 @@ class Service:
             yield self.store
 
 
-Since = Annotated[datetime | None, Query(description="occurred_at at or after (RFC 3339; naive is UTC)")]
-Until = Annotated[datetime | None, Query(description="occurred_at before (RFC 3339; naive is UTC)")]
+def _calendar_time(value: Any) -> Any:
+    """RFC 3339 only: pydantic alone would also read "0.5" as seconds since the epoch."""
+    if isinstance(value, str) and not re.match(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("expected an RFC 3339 date-time such as 2026-07-01T00:00:00Z")
+    return value
+
+
+Moment = Annotated[datetime, BeforeValidator(_calendar_time)]
+Since = Annotated[Moment | None, Query(description="occurred_at at or after (RFC 3339; naive is UTC)")]
+Until = Annotated[Moment | None, Query(description="occurred_at before (RFC 3339; naive is UTC)")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="entries per page")]
-CursorParam = Annotated[str | None, Query(description="next_cursor of the previous page")]
+CursorParam = Annotated[
+    str | None,
+    Query(alias="cursor", pattern=queries.CURSOR_PATTERN, description="the previous page's next_cursor"),
+]
 Text = Annotated[str | None, Query(max_length=256)]
 REFUSALS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem},
@@ -215,7 +227,7 @@ def create_app(service: Service) -> FastAPI:
         policy_pack: Text = None,
         since: Since = None,
         until: Until = None,
-        cursor_: Annotated[str | None, Query(alias="cursor", max_length=256)] = None,
+        cursor_: CursorParam = None,
         limit: Limit = 100,
     ) -> Page:
         """Violations, oldest first, one page at a time."""
@@ -235,7 +247,7 @@ def create_app(service: Service) -> FastAPI:
         operator_id: Text = None,
         since: Since = None,
         until: Until = None,
-        cursor_: Annotated[str | None, Query(alias="cursor", max_length=256)] = None,
+        cursor_: CursorParam = None,
         limit: Limit = 100,
     ) -> Page:
         """Everything about one (pseudonymous) subject: each recognition with its legal basis and
@@ -255,7 +267,7 @@ def create_app(service: Service) -> FastAPI:
         event_type: Text = None,
         since: Since = None,
         until: Until = None,
-        cursor_: Annotated[str | None, Query(alias="cursor", max_length=256)] = None,
+        cursor_: CursorParam = None,
         limit: Limit = 100,
     ) -> DeviceHistory:
         """A device's events and violations, and its declared configuration over time."""

@@ -3,13 +3,12 @@ opaque cursor), a device's configurations over time, and counts. Only entries wh
 (seq below the log's size) are ever shown: the rest may still be an unfinished write.
 """
 
-import base64
-import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from audit.selection import Selection
+from audit.selection import LATEST_MS, Selection
 from audit.store import Store
 from contracts.timestamps import format_utc_timestamp
 
@@ -19,23 +18,26 @@ _AFTER = (
 )
 
 
+# Every string of this shape is a usable cursor (so the API's schema says exactly what it takes).
+CURSOR_PATTERN = r"^\d{1,15}\.\d{1,19}$"
+
+
 @dataclass(frozen=True)
 class Cursor:
-    """Where a page ended: the (occurred_at, seq) of its last entry."""
+    """Where a page ended: the (occurred_at in epoch milliseconds, seq) of its last entry."""
 
     occurred_ms: int
     seq: int
 
     def encode(self) -> str:
-        return base64.urlsafe_b64encode(f"{self.occurred_ms}.{self.seq}".encode()).decode()
+        return f"{self.occurred_ms}.{self.seq}"
 
     @classmethod
     def decode(cls, text: str) -> "Cursor":
-        try:
-            ms, seq = base64.urlsafe_b64decode(text.encode()).decode().split(".")
-            return cls(int(ms), int(seq))
-        except (ValueError, UnicodeError, binascii.Error):
-            raise ValueError("not a cursor this API issued") from None
+        if not re.fullmatch(CURSOR_PATTERN, text):
+            raise ValueError("not a cursor: expected MILLISECONDS.SEQ, a page's next_cursor")
+        ms, seq = text.split(".")
+        return cls(min(int(ms), LATEST_MS), int(seq))
 
 
 def page(
