@@ -55,7 +55,16 @@ class Access:
         return cls.parse(_read(path), str(path))
 
     @classmethod
-    def parse(cls, document: dict[str, Any], where: str = "access") -> "Access":
+    def parse(cls, document: Any, where: str = "access") -> "Access":
+        try:
+            return cls._parse(document, where)
+        except (AttributeError, TypeError, ValueError) as error:
+            if isinstance(error, AccessError):
+                raise
+            raise AccessError(f"{where}: not an access document ({error})") from None
+
+    @classmethod
+    def _parse(cls, document: dict[str, Any], where: str) -> "Access":
         jurisdictions = {
             str(name): frozenset(str(op) for op in operators or [])
             for name, operators in (document.get("jurisdictions") or {}).items()
@@ -71,8 +80,10 @@ class Access:
                 operator_id=item.get("operator_id"),
             )
             digest = str(item.get("token_sha256") or "")
-            if not principal.name or principal.name in names:
-                raise AccessError(f"{at}: a principal needs a name of its own")
+            if not principal.name:
+                raise AccessError(f"{at}: a principal needs a name")
+            if principal.name in names:
+                raise AccessError(f"{at} ({principal.name}): the name is taken by another principal")
             if principal.role not in ROLES:
                 raise AccessError(f"{at} ({principal.name}): role must be one of {', '.join(ROLES)}")
             if principal.role == "regulator" and principal.jurisdiction not in jurisdictions:
@@ -81,6 +92,8 @@ class Access:
                 raise AccessError(f"{at} ({principal.name}): an operator principal needs operator_id")
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                 raise AccessError(f"{at} ({principal.name}): token_sha256 must be 64 lowercase hex digits")
+            if digest in principals:
+                raise AccessError(f"{at} ({principal.name}): shares its token with {principals[digest].name}")
             names.add(principal.name)
             principals[digest] = principal
         return cls(jurisdictions, principals)
@@ -100,27 +113,36 @@ class Access:
 
 class AccessFile:
     """The access file as of its last good version: edits (a new token, a revoked one) apply
-    without a restart; an edit that does not parse is logged and the previous version kept."""
+    without a restart; an edit that does not parse is logged and the previous version kept.
+    No file yet is no access at all: every call is refused until a token is made."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp = path.stat().st_mtime_ns
-        self._access = Access.load(path)
+        self._stamp = self._mtime()
+        self._access = Access.load(path) if self._stamp is not None else Access({}, {})
+
+    def _mtime(self) -> int | None:
+        return self.path.stat().st_mtime_ns if self.path.exists() else None
 
     def current(self) -> Access:
         try:
-            stamp = self.path.stat().st_mtime_ns
+            stamp = self._mtime()
             if stamp != self._stamp:
                 self._stamp = stamp
-                self._access = Access.load(self.path)
+                self._access = Access.load(self.path) if stamp is not None else Access({}, {})
                 log.info("access file %s reloaded", self.path)
-        except (OSError, AccessError, yaml.YAMLError) as error:
+        except (OSError, AccessError) as error:
             log.error("access file %s not reloaded, the previous version stays: %s", self.path, error)
         return self._access
 
 
 def _read(path: Path) -> dict[str, Any]:
-    document = yaml.safe_load(path.read_text()) if path.exists() else None
+    try:
+        document = yaml.safe_load(path.read_text()) if path.exists() else None
+    except yaml.YAMLError as error:
+        raise AccessError(f"{path}: not YAML ({error})") from None
+    if document is not None and not isinstance(document, dict):
+        raise AccessError(f"{path}: expected a mapping of jurisdictions and principals")
     return document or {}
 
 
@@ -128,8 +150,9 @@ def _write(path: Path, document: dict[str, Any]) -> None:
     """Atomically, readable by its owner only (it names who may read the log)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(yaml.safe_dump(document, sort_keys=False))
-    os.chmod(temporary, 0o600)
+    temporary.unlink(missing_ok=True)
+    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        file.write(yaml.safe_dump(document, sort_keys=False))
     temporary.replace(path)
 
 

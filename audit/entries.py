@@ -117,6 +117,11 @@ def violation(raw: bytes, source: str) -> Entry:
     )
 
 
+def dead_letter_id(position: str, reason_code: str) -> str:
+    """One input position is one dead letter, however often the processor repeats it."""
+    return hashlib.sha256(f"{position}|{reason_code}".encode()).hexdigest()[:32]
+
+
 def dead_letter(raw: bytes, source: str) -> Entry:
     record = _dead_letter.decode(raw)
     original = base64.b64decode(record.original)
@@ -132,11 +137,9 @@ def dead_letter(raw: bytes, source: str) -> Entry:
             "dead_lettered_at": record.dead_lettered_at,
         }
     )
-    # One input position is one dead letter, however often the processor repeats it.
-    entry_id = hashlib.sha256(f"{position}|{reason_code}".encode()).hexdigest()[:32]
     return Entry(
         "dead_letter",
-        entry_id,
+        dead_letter_id(position, reason_code),
         "",
         parse_timestamp(record.dead_lettered_at),
         body,

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from audit.selection import LATEST_MS, Selection
+from audit.selection import EARLIEST_MS, LATEST_MS, Selection
 from audit.store import Store
 from contracts.timestamps import format_utc_timestamp
 
@@ -19,7 +19,7 @@ _AFTER = (
 
 
 # Every string of this shape is a usable cursor (so the API's schema says exactly what it takes).
-CURSOR_PATTERN = r"^\d{1,15}\.\d{1,19}$"
+CURSOR_PATTERN = r"^-?[0-9]{1,15}\.[0-9]{1,19}$"
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Cursor:
         if not re.fullmatch(CURSOR_PATTERN, text):
             raise ValueError("not a cursor: expected MILLISECONDS.SEQ, a page's next_cursor")
         ms, seq = text.split(".")
-        return cls(min(int(ms), LATEST_MS), int(seq))
+        return cls(min(max(int(ms), EARLIEST_MS), LATEST_MS), int(seq))
 
 
 def page(

@@ -7,7 +7,7 @@ from typing import Any
 # DateTime64's range; bounds outside it are clamped rather than sent to ClickHouse.
 _EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2299, 12, 31, tzinfo=UTC)
-LATEST_MS = int(_LATEST.timestamp() * 1000)
+EARLIEST_MS, LATEST_MS = (int(moment.timestamp() * 1000) for moment in (_EARLIEST, _LATEST))
 _EQUALITY = (
     "kind",
     "operator_id",

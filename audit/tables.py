@@ -3,7 +3,7 @@ Parquet) for the regulator's own tools, and the check that the table says what t
 proves. Pure (files only).
 
 The table's ``body`` column is the entry exactly as hashed into the log; the other columns are
-conveniences read off it, and the verifier checks each of them against the body.
+conveniences read off it, and the verifier checks every one of them against the body.
 """
 
 import csv
@@ -16,6 +16,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from audit.entries import dead_letter_id
 from contracts.timestamps import format_timestamp, format_utc_timestamp, parse_timestamp
 
 FORMATS = ("jsonl", "csv", "parquet")
@@ -38,9 +39,6 @@ STORED_COLUMNS = (
 # "kind" is also a field of some events (a consent's kind), so the table calls it entry_kind.
 COLUMNS = tuple("entry_kind" if c == "kind" else c for c in STORED_COLUMNS)
 _SCHEMA = pa.schema([("seq", pa.int64())] + [(c, pa.string()) for c in COLUMNS[1:]])
-# The columns an entry's body states itself, under these names.
-_STATED = ("operator_id", "site_id", "device_id", "subject_ref", "event_type", "rule_id", "severity")
-_ID_FIELDS = ("event_id", "violation_id", "request_id")
 
 
 def row(stored: dict[str, Any]) -> dict[str, Any]:
@@ -81,6 +79,8 @@ def _table_bytes(rows: list[dict[str, Any]], format: str) -> bytes:
 def read_archive(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The bundle and the table rows of an export archive."""
     with zipfile.ZipFile(path) as archive:
+        if BUNDLE_NAME not in archive.namelist():
+            raise ValueError(f"no {BUNDLE_NAME} in the archive")
         bundle = json.loads(archive.read(BUNDLE_NAME))
         names = [n for n in archive.namelist() if n.startswith("entries.")]
         if len(names) != 1 or names[0].split(".", 1)[1] not in FORMATS:
@@ -99,6 +99,39 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def stated_columns(body: dict[str, Any]) -> dict[str, Any]:
+    """The table's convenience columns as an entry's body states them (audit/entries.py makes
+    the log's columns the same way)."""
+    kind: str
+    entry_id: Any
+    event_type: Any
+    if "violation_id" in body:
+        kind, entry_id, event_type, at = "violation", body["violation_id"], "violation", body["occurred_at"]
+    elif "event_id" in body:
+        kind, entry_id, event_type, at = "event", body["event_id"], body["type"], body["occurred_at"]
+    elif body.get("kind") == "query":
+        kind, entry_id, event_type, at = "query", body["request_id"], body.get("route"), body["at"]
+    elif body.get("kind") == "dead_letter":
+        code = str(body["reason"]).split(":", 1)[0]
+        kind, entry_id, event_type = "dead_letter", dead_letter_id(str(body["source"]), code), code
+        at = body["dead_lettered_at"]
+    else:
+        raise ValueError("an entry of no known kind")
+    return {
+        "entry_kind": kind,
+        "entry_id": entry_id,
+        "operator_id": body.get("operator_id"),
+        "site_id": body.get("site_id"),
+        "device_id": body.get("device_id"),
+        "subject_ref": body.get("subject_ref"),
+        "event_type": event_type,
+        "rule_id": body.get("rule_id"),
+        "severity": body.get("severity"),
+        "policy_pack": body.get("policy_pack"),
+        "occurred_at": at,
+    }
+
+
 def check_table(bundle: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     """Problems where the table differs from the (separately verified) bundle's entries."""
     entries = bundle.get("entries") or []
@@ -107,20 +140,21 @@ def check_table(bundle: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]
     problems = []
     for n, (table_row, entry) in enumerate(zip(rows, entries, strict=True)):
         where = f"table row {n} (seq {entry.get('seq')})"
-        same = (
-            _text(table_row.get("seq")) == _text(entry.get("seq")) and table_row.get("body") == entry["body"]
-        )
-        if not same:
+        if _text(table_row.get("seq")) != _text(entry["seq"]) or table_row.get("body") != entry["body"]:
             problems.append(f"{where}: seq or body differs from the bundle")
             continue
-        body = json.loads(entry["body"])
-        for column in _STATED:
-            if column in body and _text(body[column]) != _text(table_row.get(column)):
-                problems.append(f"{where}: {column} differs from the entry's body")
-        stated_ids = {_text(body[f]) for f in _ID_FIELDS if f in body}
-        if stated_ids and _text(table_row.get("entry_id")) not in stated_ids:
-            problems.append(f"{where}: entry_id differs from the entry's body")
-        if "occurred_at" in body and _moments_differ(body["occurred_at"], table_row.get("occurred_at")):
+        try:
+            stated = stated_columns(json.loads(entry["body"]))
+        except (KeyError, ValueError) as error:
+            problems.append(f"{where}: the body is not an audit entry ({error!r})")
+            continue
+        at = stated.pop("occurred_at")
+        problems += [
+            f"{where}: {column} differs from the entry's body"
+            for column, value in stated.items()
+            if _text(value) != _text(table_row.get(column))
+        ]
+        if _moments_differ(at, table_row.get("occurred_at")):
             problems.append(f"{where}: occurred_at differs from the entry's body")
     return problems
 

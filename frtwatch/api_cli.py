@@ -22,9 +22,10 @@ AccessFileOption = Annotated[
 
 @api_app.command("serve")
 def api_serve(
-    port: Annotated[
-        int | None, typer.Option(help="Port on 127.0.0.1 (default FRTWATCH_API_PORT, 8088).")
-    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default FRTWATCH_API_PORT, 8088).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 only inside a container).")] = (
+        "127.0.0.1"
+    ),
     sink: Annotated[
         bool | None,
         typer.Option(
@@ -75,16 +76,19 @@ def api_serve(
 
         thread = threading.Thread(target=run_sink, name="audit-sink", daemon=True)
         thread.start()
+    if not settings.api_access.exists():
+        console.print(f"no access file at {settings.api_access} yet: every call is refused until "
+                      "`frtwatch api token` makes one")  # fmt: skip
     query_log = QueryLog(settings.bootstrap_servers)
     api_port = port or settings.api_port
     console.print(
-        f"regulators' API on http://127.0.0.1:{api_port} (docs at /docs); audit log {settings.clickhouse_dsn}"
+        f"regulators' API on http://{host}:{api_port} (docs at /docs); audit log {settings.clickhouse_dsn}"
         + ("; audit sink in this process" if with_sink else "")
     )
     try:
         uvicorn.run(
             create_app(Service(store, access, query_log, signer)),
-            host="127.0.0.1",
+            host=host,
             port=api_port,
             log_level="warning",
         )

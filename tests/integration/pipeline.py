@@ -15,6 +15,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from audit.sink import TOPICS as SINK_TOPICS
 from contracts import topics
 from frtwatch.stack.kafka import KafkaCluster
 from producers.simulator import Simulation, plan, write_keys
@@ -32,6 +33,7 @@ class Worker:
         keys: Path,
         name: str,
         command: tuple[str, ...] = ("process", "--loglevel", "info"),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.log = home / f"{name}.log"
         env = {
@@ -40,6 +42,7 @@ class Worker:
             "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
             "FRTWATCH_EVENTS_PARTITIONS": str(PARTITIONS),
             "FRTWATCH_KEYS_FILE": str(keys),
+            **(env or {}),
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "frtwatch", *command],
@@ -151,6 +154,19 @@ def wait_until_assigned(workers: list[Worker], timeout: float = 90) -> None:
 
 
 ASSIGNED = r"router reads frt\.events\.v1 partitions \[\d"
+
+
+def sink_caught_up(kafka: KafkaCluster) -> bool:
+    """The audit sink has committed everything on its topics."""
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id="frtwatch-audit")
+    try:
+        partitions = [
+            TopicPartition(t, p) for t in SINK_TOPICS for p in consumer.partitions_for_topic(t) or []
+        ]
+        ends = consumer.end_offsets(partitions)
+        return all((consumer.committed(tp) or 0) >= ends[tp] for tp in partitions)
+    finally:
+        consumer.close()
 
 
 def fleet_keys(tmp_path: Path, seed: int) -> None:

@@ -15,7 +15,6 @@ from kafka import KafkaConsumer, TopicPartition
 
 from audit import migrate
 from audit.entries import COLUMNS
-from audit.sink import TOPICS
 from audit.store import Store
 from contracts import ContractError, decode_event, topics
 from frtwatch.stack.kafka import KafkaCluster
@@ -24,6 +23,7 @@ from tests.integration.pipeline import (
     expected,
     fleet_keys,
     simulate,
+    sink_caught_up,
     wait_for_verdicts,
     wait_until_assigned,
 )
@@ -81,16 +81,6 @@ def test_a_crash_between_rows_and_leaves_leaves_no_trace(tmp_path: Path) -> None
         assert again.stats.repeats == 3 and store.size() == len(batch)
     finally:
         store.close()
-
-
-def sink_caught_up(kafka: KafkaCluster) -> bool:
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id="frtwatch-audit")
-    try:
-        partitions = [TopicPartition(t, p) for t in TOPICS for p in consumer.partitions_for_topic(t) or []]
-        ends = consumer.end_offsets(partitions)
-        return all((consumer.committed(tp) or 0) >= ends[tp] for tp in partitions)
-    finally:
-        consumer.close()
 
 
 def accepted_event_ids(kafka: KafkaCluster, refused: set[str]) -> set[str]:

@@ -129,7 +129,9 @@ def test_an_invalid_document_is_refused_naming_the_entry(case: str, name: str) -
             case,
             name,
             marks=pytest.mark.xfail(
-                strict=True, reason="BUG: the duplicate-name error gives the index but not the name"
+                strict=True,
+                raises=AssertionError,
+                reason="BUG: the duplicate-name error gives the index but not the name",
             ),
         )
         if case == "duplicate name"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from audit.queries import Cursor
-from audit.selection import Selection, milliseconds
+from audit.selection import LATEST_MS, Selection, milliseconds
 
 MOMENT_MS = 1_795_248_000_123  # 2026-11-21T08:00:00.123Z
 
@@ -84,9 +84,13 @@ def test_describe_of_an_empty_selection_is_empty() -> None:
     assert Selection().describe() == {}
 
 
-@pytest.mark.parametrize("cursor", [Cursor(MOMENT_MS, 42), Cursor(0, 0), Cursor(-2_208_988_800_000, 7)])
+@pytest.mark.parametrize("cursor", [Cursor(MOMENT_MS, 42), Cursor(0, 0), Cursor(LATEST_MS, 2**63 - 1)])
 def test_a_cursor_round_trips(cursor: Cursor) -> None:
     assert Cursor.decode(cursor.encode()) == cursor
+
+
+def test_a_cursor_beyond_the_log_s_range_is_clamped() -> None:
+    assert Cursor.decode(f"{LATEST_MS + 1}.7") == Cursor(LATEST_MS, 7)
 
 
 def _b64(text: str) -> str:
@@ -95,13 +99,36 @@ def _b64(text: str) -> str:
 
 @pytest.mark.parametrize(
     "garbage",
-    ["zzz", "", _b64("a.b"), _b64("1.2.3"), _b64("1."), _b64("12"), "é", "日本語", "\udcff"],
+    [
+        "zzz",
+        "",
+        _b64("a.b"),
+        _b64("1.2.3"),
+        _b64("1.2"),
+        "1.2.3",
+        "1.",
+        ".1",
+        "-1.2",
+        " 1.2",
+        "1.2\n",
+        "1_0.2",
+        "1" * 16 + ".1",
+        "é",
+        "日本語",
+        "\udcff",
+    ],
 )
 def test_garbage_is_not_a_cursor(garbage: str) -> None:
     with pytest.raises(ValueError, match="not a cursor"):
         Cursor.decode(garbage)
 
 
-def test_bytes_that_are_not_utf8_are_not_a_cursor() -> None:
+@pytest.mark.xfail(
+    strict=True,
+    raises=pytest.fail.Exception,
+    reason="BUG: the pattern's \\d matches any Unicode digit, and int() reads it",
+)
+@pytest.mark.parametrize("digits", ["\u0661.\u0662", "\uff11\uff12.\uff13"])  # Arabic-Indic, fullwidth
+def test_non_ascii_digits_are_not_a_cursor(digits: str) -> None:
     with pytest.raises(ValueError, match="not a cursor"):
-        Cursor.decode(base64.urlsafe_b64encode(b"\xff\xfe.1").decode())
+        Cursor.decode(digits)

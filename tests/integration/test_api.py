@@ -1,0 +1,251 @@
+"""The regulators' API against the real pipeline: simulator -> Kafka -> processor worker ->
+`frtwatch api serve` (the API with the audit sink in one process, owning chDB). Scoped answers,
+the terminal client, exports that verify, schemathesis, and the role x endpoint x jurisdiction
+matrix with every call found afterwards in the audit log."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from audit.access import add_principal, set_jurisdiction
+from audit.store import Store
+from frtwatch.stack.kafka import KafkaCluster
+from frtwatch.stack.process import free_ports
+from tests.conftest import running_kafka
+from tests.integration.pipeline import (
+    PARTITIONS,
+    Worker,
+    expected,
+    fleet_keys,
+    simulate,
+    sink_caught_up,
+    wait_for_verdicts,
+    wait_until_assigned,
+)
+
+SEED = 31
+NORTH, SOUTH = ("op-000", "op-001"), ("op-002", "op-003")
+
+
+@dataclass
+class ApiStack:
+    kafka: KafkaCluster
+    home: Path
+    url: str
+    tokens: dict[str, str]  # principal name -> token
+    server: Worker
+
+    def get(self, who: str | None, path: str, **params: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.tokens.get(who, who)}"} if who else {}
+        return httpx.get(self.url + path, params=params, headers=headers, timeout=120)
+
+    def all_pages(self, who: str, path: str, **params: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            answer = self.get(who, path, **params, **({"cursor": cursor} if cursor else {}))
+            assert answer.status_code == 200, answer.text
+            items += answer.json()["items"]
+            cursor = answer.json()["next_cursor"]
+            if cursor is None:
+                return items
+
+    def frtwatch(self, who: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "FRTWATCH_API_URL": self.url, "FRTWATCH_API_TOKEN": self.tokens[who]}
+        return subprocess.run(
+            [sys.executable, "-m", "frtwatch", *args], env=env, capture_output=True, text=True, timeout=300
+        )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiStack]:
+    home = tmp_path_factory.mktemp("api")
+    kafkas = running_kafka(home / "kafka", PARTITIONS)
+    kafka = next(kafkas)
+    access = home / "api-access.yaml"
+    set_jurisdiction(access, "north", list(NORTH))
+    set_jurisdiction(access, "south", list(SOUTH))
+    tokens = {
+        "reg-north": add_principal(access, "reg-north", "regulator", jurisdiction="north"),
+        "reg-south": add_principal(access, "reg-south", "regulator", jurisdiction="south"),
+        "op-000": add_principal(access, "op-000", "operator", operator_id="op-000"),
+        "ops": add_principal(access, "ops", "ops"),
+    }
+    fleet_keys(home, SEED)
+    (port,) = free_ports(1)
+    worker = Worker(kafka, home, home / "keys.json", "worker")
+    server = Worker(
+        kafka, home, home / "keys.json", "api", ("api", "serve"), {"FRTWATCH_API_PORT": str(port)}
+    )
+    stack = ApiStack(kafka, home, f"http://127.0.0.1:{port}", tokens, server)
+    try:
+        wait_until_assigned([worker])
+        sim = simulate(kafka, home, seed=SEED, events=2000, rate=400)
+        assert sim.wait(timeout=120) == 0
+        wait_for_verdicts(kafka, expected(home)[0])
+        deadline = time.monotonic() + 120
+        while not sink_caught_up(kafka):
+            assert time.monotonic() < deadline and server.proc.poll() is None, server.log.read_text()[-3000:]
+            time.sleep(1)
+        # Exports need a signed checkpoint covering every pipeline entry (the sink signs every 10 s).
+        counts = stack.get("ops", "/v1/summary").json()
+        entries = sum(c["count"] for part in counts.values() for c in part)
+        while stack.get("ops", "/v1/checkpoint").json()["size"] < entries:
+            assert time.monotonic() < deadline + 60, "no checkpoint covers the log"
+            time.sleep(2)
+        worker.stop()
+        yield stack
+    finally:
+        worker.stop()
+        server.stop()
+        next(kafkas, None)
+
+
+def test_answers_are_scoped_paged_and_exported_verifiably(stack: ApiStack) -> None:
+    north = stack.all_pages("reg-north", "/v1/violations", limit=1000)
+    assert north and {v["operator_id"] for v in north} <= set(NORTH)
+    assert {v["operator_id"] for v in stack.all_pages("reg-south", "/v1/violations", limit=1000)} <= set(
+        SOUTH
+    )
+    summary = stack.get("reg-north", "/v1/summary").json()
+    assert len(north) == sum(v["count"] for v in summary["violations"])
+
+    # Small pages with cursors give the same entries, once each, in (occurred_at, seq) order.
+    paged = stack.all_pages("reg-north", "/v1/violations", limit=7)
+    assert [v["seq"] for v in paged] == [v["seq"] for v in north]
+    assert paged == sorted(paged, key=lambda v: (v["occurred_at"], v["seq"]))
+    assert len({v["seq"] for v in paged}) == len(paged)
+
+    listed = stack.frtwatch("reg-north", "query", "violations", "--all", "--limit", "50")
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["seq"] for line in listed.stdout.splitlines()] == [v["seq"] for v in north]
+
+    # A subject's history: only that subject, recognitions with their legal basis and consent.
+    subject = next(v["record"]["subject_ref"] for v in north if v["record"]["subject_ref"])
+    history = stack.all_pages("reg-north", f"/v1/subjects/{subject}/history")
+    assert history and all(item["record"].get("subject_ref") == subject for item in history)
+    recognitions = [i["record"] for i in history if i["record"].get("type") == "recognition.performed"]
+    assert recognitions and all("legal_basis" in r and "consent_id" in r for r in recognitions)
+    assert stack.all_pages("reg-south", f"/v1/subjects/{subject}/history") == []  # not its operators
+
+    device = next(v["record"]["device_id"] for v in north if v["record"]["device_id"])
+    found = stack.get("reg-north", f"/v1/devices/{device}/history").json()
+    assert found["items"] and all(i["record"].get("device_id") == device for i in found["items"])
+    assert found["configurations"][0]["configuration"]["type"] == "device.registered"
+
+    # An operator's export through the terminal client verifies offline; a changed row does not.
+    key = stack.get("op-000", "/v1/checkpoint").json()["public_key"]
+    mine = [v for v in north if v["operator_id"] == "op-000"]
+    for format in ("csv", "parquet"):
+        out = stack.home / f"op-000.{format}.zip"
+        made = stack.frtwatch(
+            "op-000", "query", "export", "--kind", "violation", "--format", format, "-o", str(out)
+        )
+        assert made.returncode == 0, made.stderr
+        checked = stack.frtwatch("op-000", "verify", str(out), "--public-key", key)
+        assert checked.returncode == 0 and checked.stdout.startswith(f"OK {len(mine)} entries"), (
+            checked.stdout
+        )
+    bundle = stack.home / "op-000.json"
+    assert stack.frtwatch("op-000", "query", "export", "--format", "json", "-o", str(bundle)).returncode == 0
+    document = json.loads(bundle.read_text())
+    document["entries"][-1]["body"] = document["entries"][-1]["body"].replace("op-000", "op-009")
+    bundle.write_text(json.dumps(document))
+    assert stack.frtwatch("op-000", "verify", str(bundle), "--public-key", key).returncode == 1
+
+
+def test_schemathesis_finds_no_server_error_nor_any_other_nonconformance(stack: ApiStack) -> None:
+    run = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"{stack.url}/openapi.json",
+            "--checks",
+            "all",
+            "--header",
+            f"Authorization: Bearer {stack.tokens['reg-north']}",
+            "--max-examples",
+            "40",
+            "--workers",
+            "2",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-6000:]
+    assert "No issues found" in run.stdout
+
+
+SUBJECT = "/v1/subjects/sub-0000/history"  # any subject_ref: scope, not existence, decides
+DEVICE = "/v1/devices/op-000-site-00-dev-00/history"
+
+
+def row(
+    path: str, params: dict[str, str], north: int, south: int, op_000: int, ops: int = 403
+) -> tuple[str, dict[str, str], dict[str | None, int]]:
+    """Expected statuses: None calls without a token, "bogus" with an unknown one."""
+    statuses = {None: 401, "bogus": 401, "ops": ops, "reg-north": north, "reg-south": south, "op-000": op_000}
+    return path, params, statuses
+
+
+MATRIX = [
+    row("/v1/violations", {}, 200, 200, 200),
+    row("/v1/violations", {"operator_id": "op-000"}, 200, 403, 200),
+    row("/v1/violations", {"operator_id": "op-002"}, 403, 200, 403),
+    row(SUBJECT, {}, 200, 200, 200),
+    row(SUBJECT, {"operator_id": "op-000"}, 200, 403, 200),
+    row(DEVICE, {}, 200, 200, 200),
+    row("/v1/export", {"kind": "violation", "operator_id": "op-001", "format": "json"}, 200, 403, 403),
+    row("/v1/export", {"operator_id": "op-000", "format": "csv"}, 200, 403, 200),
+    row("/v1/summary", {}, 200, 200, 200, ops=200),
+    row("/v1/summary", {"operator_id": "op-002"}, 403, 200, 403, ops=200),
+    row("/v1/checkpoint", {}, 200, 200, 200, ops=200),
+]
+SCOPES = {"reg-north": set(NORTH), "reg-south": set(SOUTH), "op-000": {"op-000"}}
+
+
+def test_role_endpoint_jurisdiction_matrix_refuses_and_records_every_call(stack: ApiStack) -> None:
+    calls: dict[str, tuple[str | None, int]] = {}  # request id -> (principal, status)
+    for path, params, statuses in MATRIX:
+        for who, want in statuses.items():
+            answer = stack.get(who, path, **params)
+            assert answer.status_code == want, (who, path, params, answer.text[:300])
+            calls[answer.headers["x-request-id"]] = (who, want)
+            if want == 200 and path != "/v1/export" and "items" in answer.json():
+                assert {i["operator_id"] for i in answer.json()["items"]} <= SCOPES[str(who)]
+    assert len(calls) == sum(len(statuses) for _, _, statuses in MATRIX)
+
+    deadline = time.monotonic() + 60
+    while not sink_caught_up(stack.kafka):
+        assert time.monotonic() < deadline, "the query records never reached the log"
+        time.sleep(1)
+    stack.server.stop()  # it owns the chDB folder
+    store = Store(f"chdb://{stack.home / 'data' / 'clickhouse'}")
+    try:
+        rows = store.client.query(
+            f"SELECT entry_id, body FROM {store.db}.audit_log WHERE kind = 'query'"
+        ).result_rows
+    finally:
+        store.close()
+    recorded = {entry_id: json.loads(body) for entry_id, body in rows}
+    for request_id, (who, status) in calls.items():
+        record = recorded[request_id]
+        assert record["status"] == status
+        if who in (None, "bogus"):
+            assert record["principal"]["role"] == "anonymous"
+        else:
+            assert record["principal"]["name"] == who
+    everything = json.dumps(list(recorded.values()))
+    assert not any(token in everything for token in stack.tokens.values()), "a token reached the log"
