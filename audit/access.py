@@ -65,10 +65,11 @@ class Access:
 
     @classmethod
     def _parse(cls, document: dict[str, Any], where: str) -> "Access":
-        jurisdictions = {
-            str(name): frozenset(str(op) for op in operators or [])
-            for name, operators in (document.get("jurisdictions") or {}).items()
-        }
+        jurisdictions = {}
+        for name, operators in (document.get("jurisdictions") or {}).items():
+            if not isinstance(operators, list):
+                raise AccessError(f"{where}: jurisdictions.{name} must be a list of operator_ids")
+            jurisdictions[str(name)] = frozenset(str(op) for op in operators)
         principals: dict[str, Principal] = {}
         names: set[str] = set()
         for n, item in enumerate(document.get("principals") or []):
@@ -158,6 +159,7 @@ def _write(path: Path, document: dict[str, Any]) -> None:
 
 def set_jurisdiction(path: Path, name: str, operators: list[str]) -> None:
     document = _read(path)
+    Access.parse(document, str(path))  # a file the API would refuse is not edited either
     document.setdefault("jurisdictions", {})[name] = sorted(set(operators))
     Access.parse(document, str(path))
     _write(path, document)
@@ -169,6 +171,7 @@ def add_principal(
     """Add (or re-key) a principal; return its new token, which is stored only as a hash."""
     token = secrets.token_urlsafe(32)
     document = _read(path)
+    Access.parse(document, str(path))  # a file the API would refuse is not edited either
     entry: dict[str, Any] = {"name": name, "role": role}
     if jurisdiction:
         entry["jurisdiction"] = jurisdiction

@@ -52,7 +52,12 @@ class QueryLog:
     def __init__(self, bootstrap_servers: str, timeout: float = 10.0) -> None:
         self.timeout = timeout
         self.producer = KafkaProducer(
-            bootstrap_servers=bootstrap_servers, acks="all", linger_ms=0, retries=5, client_id="frtwatch-api"
+            bootstrap_servers=bootstrap_servers,
+            acks="all",
+            linger_ms=0,
+            retries=5,
+            max_block_ms=int(timeout * 1000),  # a send waiting for metadata blocks no longer either
+            client_id="frtwatch-api",
         )
 
     def record(self, record: dict[str, Any]) -> None:

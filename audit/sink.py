@@ -9,6 +9,7 @@ the sink pauses its partitions (so memory holds one batch), retries with backoff
 and logs every failure. Every ``checkpoint_seconds`` the new tree head is signed and stored.
 """
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from audit import entries
@@ -35,6 +37,7 @@ READERS = {
     topics.QUERIES: entries.query,
 }
 MAX_BACKOFF = 30.0
+Polled = dict[TopicPartition, list[ConsumerRecord]]
 
 
 @dataclass
@@ -43,6 +46,7 @@ class SinkStats:
     repeats: int = 0  # already in the log: dropped
     unreadable: int = 0  # records that were not ours to read (logged with their position)
     failures: int = 0  # failed writes, each retried
+    kafka_errors: int = 0  # failed reads or commits, each retried
     batches: int = 0
     last_batch_seconds: float = 0.0
 
@@ -91,7 +95,7 @@ class AuditSink:
         next_checkpoint = time.monotonic() + self.checkpoint_seconds
         try:
             while not stop():
-                polled = consumer.poll(timeout_ms=200, max_records=max(1, self.batch_rows - len(batch)))
+                polled = self._poll(consumer, max(1, self.batch_rows - len(batch)), stop)
                 for tp, records in polled.items():
                     for record in records:
                         batch += self._entries(record)
@@ -101,7 +105,7 @@ class AuditSink:
                     self._write(consumer, batch, stop)
                     if stop() and batch:
                         return  # stopped while ClickHouse was failing: nothing committed
-                    consumer.commit({tp: OffsetAndMetadata(n, "", -1) for tp, n in offsets.items()})
+                    self._commit(consumer, offsets)
                     batch, offsets, started = [], {}, time.monotonic()
                 if time.monotonic() >= next_checkpoint:
                     self.checkpoint()
@@ -109,6 +113,28 @@ class AuditSink:
             self.checkpoint()
         finally:
             consumer.close(autocommit=False)
+
+    def _poll(self, consumer: KafkaConsumer, most: int, stop: Callable[[], bool]) -> Polled:
+        """A batch of records; while Kafka is unreachable, keep trying (logged and counted)."""
+        delay = 0.5
+        while not stop():
+            try:
+                polled: Polled = consumer.poll(timeout_ms=200, max_records=most)
+                return polled
+            except KafkaError as error:
+                self.stats.kafka_errors += 1
+                log.warning("audit sink cannot read from Kafka (%s), retrying in %.1f s", error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+        return {}
+
+    def _commit(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        """A failed commit loses nothing: the batch is in the log, and its replay is dropped by id."""
+        try:
+            consumer.commit({tp: OffsetAndMetadata(n, "", -1) for tp, n in offsets.items()})
+        except KafkaError as error:
+            self.stats.kafka_errors += 1
+            log.warning("audit sink could not commit its offsets (%s); the batch will be replayed", error)
 
     def _entries(self, record: ConsumerRecord) -> list[Entry]:
         source = f"{record.topic}:{record.partition}:{record.offset}"
@@ -152,9 +178,10 @@ class AuditSink:
                 while time.monotonic() < deadline and not stop():
                     # Paused, this returns nothing and keeps the group; partitions assigned by a
                     # rebalance meanwhile are not paused: put back what they return, and pause them.
-                    for tp, records in consumer.poll(timeout_ms=100).items():
-                        consumer.seek(tp, records[0].offset)
-                        consumer.pause(tp)
+                    with contextlib.suppress(KafkaError):  # Kafka down too: just wait
+                        for tp, records in consumer.poll(timeout_ms=100).items():
+                            consumer.seek(tp, records[0].offset)
+                            consumer.pause(tp)
                 if stop():
                     return
                 delay = min(delay * 2, MAX_BACKOFF)

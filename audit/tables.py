@@ -88,6 +88,8 @@ def read_archive(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         data, format = archive.read(names[0]), names[0].split(".", 1)[1]
     if format == "jsonl":
         rows = [json.loads(line) for line in data.splitlines() if line.strip()]
+        if not all(isinstance(r, dict) for r in rows):
+            raise ValueError("entries.jsonl: every line must be an object")
     elif format == "csv":
         rows = list(csv.DictReader(io.StringIO(data.decode())))
     else:
@@ -144,7 +146,10 @@ def check_table(bundle: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]
             problems.append(f"{where}: seq or body differs from the bundle")
             continue
         try:
-            stated = stated_columns(json.loads(entry["body"]))
+            body = json.loads(entry["body"])
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+            stated = stated_columns(body)
         except (KeyError, ValueError) as error:
             problems.append(f"{where}: the body is not an audit entry ({error!r})")
             continue

@@ -37,6 +37,7 @@ def api_serve(
 ) -> None:
     """Serve the API (OpenAPI at /openapi.json, docs at /docs) until stopped."""
     import uvicorn
+    from kafka.errors import KafkaError
 
     from audit.access import AccessError, AccessFile
     from audit.api import Service, create_app
@@ -53,6 +54,11 @@ def api_serve(
         signer = (Signer.load_or_create if with_sink else Signer.load)(settings.audit_key_file)
     except (OSError, AccessError, CheckpointError) as error:
         console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        query_log = QueryLog(settings.bootstrap_servers)
+    except KafkaError as error:  # no query may go unrecorded, so none is served
+        console.print(f"[red]Kafka at {settings.bootstrap_servers} unreachable ({error}): not serving[/red]")
         raise typer.Exit(2) from None
     store = Store(settings.clickhouse_dsn)
     store.migrate()
@@ -79,7 +85,6 @@ def api_serve(
     if not settings.api_access.exists():
         console.print(f"no access file at {settings.api_access} yet: every call is refused until "
                       "`frtwatch api token` makes one")  # fmt: skip
-    query_log = QueryLog(settings.bootstrap_servers)
     api_port = port or settings.api_port
     console.print(
         f"regulators' API on http://{host}:{api_port} (docs at /docs); audit log {settings.clickhouse_dsn}"
@@ -133,8 +138,12 @@ def api_jurisdiction(
     ] = None,
 ) -> None:
     """Set which operators a jurisdiction covers (its regulators see only these)."""
-    from audit.access import set_jurisdiction
+    from audit.access import AccessError, set_jurisdiction
 
     path = access_file or Settings.from_env().api_access
-    set_jurisdiction(path, name, operators)
+    try:
+        set_jurisdiction(path, name, operators)
+    except AccessError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
     console.print(f"jurisdiction {name}: {', '.join(sorted(set(operators)))} ({path})")

@@ -66,6 +66,23 @@ class ApiStack:
         )
 
 
+def api_server(kafka: KafkaCluster, home: Path) -> tuple[Worker, str]:
+    """`frtwatch api serve` (with the sink, on chDB in ``home``), once it answers."""
+    (port,) = free_ports(1)
+    server = Worker(
+        kafka, home, home / "keys.json", "api", ("api", "serve"), {"FRTWATCH_API_PORT": str(port)}
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"{url}/healthz", timeout=5)
+            return server, url
+        except httpx.TransportError:
+            assert time.monotonic() < deadline and server.proc.poll() is None, server.log.read_text()[-3000:]
+            time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiStack]:
     home = tmp_path_factory.mktemp("api")
@@ -249,3 +266,19 @@ def test_role_endpoint_jurisdiction_matrix_refuses_and_records_every_call(stack:
             assert record["principal"]["name"] == who
     everything = json.dumps(list(recorded.values()))
     assert not any(token in everything for token in stack.tokens.values()), "a token reached the log"
+
+
+def test_without_kafka_for_the_query_record_nothing_is_answered(
+    kafka_alone: KafkaCluster, tmp_path: Path
+) -> None:
+    token = add_principal(tmp_path / "api-access.yaml", "ops", "ops")
+    server, url = api_server(kafka_alone, tmp_path)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        assert httpx.get(f"{url}/v1/summary", headers=headers, timeout=30).status_code == 200
+        kafka_alone.stop()
+        answer = httpx.get(f"{url}/v1/summary", headers=headers, timeout=60)
+        assert answer.status_code == 503 and "not answered" in answer.json()["detail"]
+        assert "violations" not in answer.text
+    finally:
+        server.kill()
