@@ -1,13 +1,13 @@
 """The audit sink: accepted events, violations, dead letters and the API's query records from
 Kafka into the audit log.
 
-One writer (the Merkle log needs one order): read a batch, drop entries already in the log
-(by entry id: redeliveries and the processor's repeats), give the rest the next sequence
-numbers, write rows then leaves, and only then commit the Kafka offsets. A crash anywhere
-replays from the last commit and the id check makes the replay exact. While ClickHouse fails,
-the sink pauses its partitions (so memory holds one batch), retries with backoff, and counts
-and logs every failure. Every ``checkpoint_seconds`` the new tree head is signed and stored.
-"""
+One writer (the Merkle log needs one order): read a batch, drop entries already in the log (by
+entry id: redeliveries and the processor's repeats), give the rest the next sequence numbers,
+write the rows (their leaves follow in the same insert), and only then commit the Kafka
+offsets. A crash anywhere replays from the last commit and the id check makes the replay exact.
+While ClickHouse fails, the sink pauses its partitions (so memory holds one batch), retries
+with backoff, and counts and logs every failure. Every ``checkpoint_seconds`` the new tree head
+is signed and stored."""
 
 import contextlib
 import logging
@@ -72,9 +72,17 @@ class AuditSink:
         size = self.store.size()
         self.store.drop_unfinished(size)
         self.frontier, self.ids = Frontier(), IdFilter()
+        ids: list[str] = []
+        leaves: list[bytes] = []
         for entry_id, leaf in self.store.leaves(size):
-            self.frontier.append(leaf)
-            self.ids.add((entry_id,))
+            ids.append(entry_id)
+            leaves.append(leaf)
+            if len(ids) == 100_000:
+                self.ids.add(ids)
+                self.frontier.extend(leaves)
+                ids, leaves = [], []
+        self.ids.add(ids)
+        self.frontier.extend(leaves)
         latest = self.store.latest_checkpoint()
         self._signed_size = latest[0] if latest else -1
         log.info("audit log holds %d entries", size)
@@ -198,7 +206,8 @@ class AuditSink:
             self._write_failed = False
             known = self.store.known(e.entry_id for e in batch)
         else:
-            known = self.store.known(e.entry_id for e in batch if self.ids.maybe(e.entry_id))
+            ids = [e.entry_id for e in batch]
+            known = self.store.known(i for i, maybe in zip(ids, self.ids.maybe(ids), strict=True) if maybe)
         size = self.frontier.size
         fresh: list[Entry] = []
         for entry in batch:
@@ -209,16 +218,10 @@ class AuditSink:
             fresh.append(entry)
         if not fresh:
             return
-        now = entries.recorded_now()
         hashes = [leaf_hash(entry.body) for entry in fresh]
-        rows = [entry.row(size + n, now) for n, entry in enumerate(fresh)]
-        leaves = [
-            (size + n, entry.entry_id, h) for n, (entry, h) in enumerate(zip(fresh, hashes, strict=True))
-        ]
-        self.store.append(rows, leaves)
-        for h in hashes:
-            self.frontier.append(h)
-        self.ids.add(entry.entry_id for entry in fresh)
+        self.store.append(fresh, size, entries.recorded_now(), hashes)
+        self.frontier.extend(hashes)
+        self.ids.add([entry.entry_id for entry in fresh])
         self.stats.entries += len(fresh)
 
     def checkpoint(self) -> None:

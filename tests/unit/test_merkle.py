@@ -38,6 +38,18 @@ def test_roots_match_the_definition_and_the_frontier() -> None:
         assert root(LEAVES[:n]) == reference_root(LEAVES[:n]) == frontier.root()
 
 
+def test_extending_by_batches_of_any_size_builds_the_same_tree() -> None:
+    for batch in (1, 2, 3, 5, 8, 13, 64, 70):
+        frontier = Frontier()
+        for start in range(0, len(LEAVES), batch):
+            frontier.extend(LEAVES[start : start + batch])
+            end = min(start + batch, len(LEAVES))
+            assert frontier.size == end and frontier.root() == reference_root(LEAVES[:end]), (batch, end)
+    frontier = Frontier()
+    frontier.extend([])
+    assert frontier.size == 0 and frontier.root() == EMPTY_ROOT
+
+
 def test_every_inclusion_proof_verifies_and_a_wrong_one_does_not() -> None:
     for n in range(1, 40):
         tree_root = root(LEAVES[:n])
