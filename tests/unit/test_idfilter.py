@@ -13,7 +13,7 @@ def test_no_false_negatives_and_few_false_positives_across_segments() -> None:
     seen.add(ids)
     assert all(seen.maybe(ids))
     false_positives = sum(seen.maybe(others))
-    assert 0 < false_positives < 0.01 * len(others)  # three segments at 0.2% each, with margin
+    assert false_positives <= 3  # three segments at one in a million each, with margin
     assert IdFilter().maybe(ids[:3]) == [False] * 3
     assert seen.maybe([]) == []
 
