@@ -3,7 +3,8 @@
 Most ids the sink sees are new: the filter says so for certain, and only its "maybe" answers
 (repeats, and about one new id in a million) are asked of ClickHouse: a lookup there costs
 tens of milliseconds and more as the log grows, so even 1 in 10,000 (two a batch) cost 5% of
-the sink's time by 5 M entries. About 3.6 bytes an id. The filter grows in segments, each sized for the error rate when full.
+the sink's time by 5 M entries. About 3.6 bytes an id. The filter grows in segments, each
+sized for the error rate when full.
 
 It lives in one process and is rebuilt from the log at every start, so it hashes with Python's
 own (per-process, cached) string hash, and works a batch at a time in numpy.
