@@ -17,7 +17,9 @@ def test_the_contract_topics_exist(kafka: KafkaCluster) -> None:
         topics.EVENTS: EVENTS_PARTITIONS,
         topics.VIOLATIONS: 3,
         topics.DEADLETTER: 1,
+        topics.LANES: EVENTS_PARTITIONS,
         topics.ACCEPTED: EVENTS_PARTITIONS,
+        topics.QUERIES: 1,
     }
 
 
