@@ -12,6 +12,7 @@ is signed and stored."""
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
+from prometheus_client import CollectorRegistry
 
 from audit import entries
 from audit.checkpoint import ORIGIN, Checkpoint, Signer, sign_checkpoint
@@ -28,6 +30,7 @@ from audit.merkle import Frontier, leaf_hash
 from audit.store import Store
 from contracts import topics
 from stream_processors.bundle import Bundle
+from stream_processors.metrics import SinkMetrics
 
 log = logging.getLogger("frtwatch.audit")
 TOPICS = (topics.ACCEPTED, topics.VIOLATIONS, topics.DEADLETTER, topics.QUERIES)
@@ -38,6 +41,7 @@ READERS = {
 }
 MAX_BACKOFF = 30.0
 Polled = dict[TopicPartition, list[ConsumerRecord]]
+LAG_SECONDS = 5.0
 
 
 @dataclass
@@ -61,6 +65,7 @@ class AuditSink:
     checkpoint_seconds: float = 10.0
     group_id: str = "frtwatch-audit"
     stats: SinkStats = field(default_factory=SinkStats)
+    metrics: SinkMetrics = field(default_factory=lambda: SinkMetrics(CollectorRegistry()))
     frontier: Frontier = field(default_factory=Frontier)
     ids: IdFilter = field(default_factory=IdFilter)
     _signed_size: int = -1
@@ -83,6 +88,7 @@ class AuditSink:
                 ids, leaves = [], []
         self.ids.add(ids)
         self.frontier.extend(leaves)
+        self.metrics.log_entries.set(size)
         latest = self.store.latest_checkpoint()
         self._signed_size = latest[0] if latest else -1
         log.info("audit log holds %d entries", size)
@@ -101,6 +107,7 @@ class AuditSink:
         offsets: dict[TopicPartition, int] = {}
         started = time.monotonic()
         next_checkpoint = time.monotonic() + self.checkpoint_seconds
+        next_lag = time.monotonic()
         try:
             while not stop():
                 polled = self._poll(consumer, max(1, self.batch_rows - len(batch)), stop)
@@ -115,6 +122,9 @@ class AuditSink:
                         return  # stopped while ClickHouse was failing: nothing committed
                     self._commit(consumer, offsets)
                     batch, offsets, started = [], {}, time.monotonic()
+                if time.monotonic() >= next_lag:
+                    self._measure_lag(consumer)
+                    next_lag = time.monotonic() + LAG_SECONDS
                 if time.monotonic() >= next_checkpoint:
                     self.checkpoint()
                     next_checkpoint = time.monotonic() + self.checkpoint_seconds
@@ -131,10 +141,25 @@ class AuditSink:
                 return polled
             except KafkaError as error:
                 self.stats.kafka_errors += 1
+                self.metrics.kafka_errors.inc()
                 log.warning("audit sink cannot read from Kafka (%s), retrying in %.1f s", error, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
         return {}
+
+    def _measure_lag(self, consumer: KafkaConsumer) -> None:
+        """Messages per topic between the group's position and the end (best effort)."""
+        try:
+            assigned = list(consumer.assignment())
+            ends = consumer.end_offsets(assigned)
+            lag: Counter[str] = Counter({topic: 0 for topic in TOPICS})
+            for tp in assigned:
+                lag[tp.topic] += max(0, ends[tp] - consumer.position(tp))
+        except KafkaError as error:
+            log.warning("audit sink lag unknown: %s", error)
+            return
+        for topic, behind in lag.items():
+            self.metrics.consumer_lag.labels(topic).set(behind)
 
     def _commit(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         """A failed commit loses nothing: the batch is in the log, and its replay is dropped by id."""
@@ -142,6 +167,7 @@ class AuditSink:
             consumer.commit({tp: OffsetAndMetadata(n, "", -1) for tp, n in offsets.items()})
         except KafkaError as error:
             self.stats.kafka_errors += 1
+            self.metrics.kafka_errors.inc()
             log.warning("audit sink could not commit its offsets (%s); the batch will be replayed", error)
 
     def _entries(self, record: ConsumerRecord) -> list[Entry]:
@@ -167,6 +193,7 @@ class AuditSink:
     def _unreadable(self, where: str, error: Exception) -> list[Entry]:
         """Not a record of ours: say where it is, count it, keep going."""
         self.stats.unreadable += 1
+        self.metrics.unreadable.inc()
         log.error("audit sink cannot read %s: %s", where, error)
         return []
 
@@ -180,6 +207,7 @@ class AuditSink:
             except Exception as error:
                 self._write_failed = True
                 self.stats.failures += 1
+                self.metrics.failures.inc()
                 log.warning("audit write failed (%s), retrying in %.1f s", error, delay)
                 consumer.pause(*consumer.assignment())
                 deadline = time.monotonic() + delay
@@ -197,6 +225,7 @@ class AuditSink:
         batch.clear()
         self.stats.batches += 1
         self.stats.last_batch_seconds = time.monotonic() - began
+        self.metrics.batch_seconds.observe(self.stats.last_batch_seconds)
 
     def _append(self, batch: list[Entry]) -> None:
         if self._write_failed:
@@ -213,6 +242,7 @@ class AuditSink:
         for entry in batch:
             if entry.entry_id in known:
                 self.stats.repeats += 1
+                self.metrics.repeats.inc()
                 continue
             known.add(entry.entry_id)
             fresh.append(entry)
@@ -223,6 +253,10 @@ class AuditSink:
         self.frontier.extend(hashes)
         self.ids.add([entry.entry_id for entry in fresh])
         self.stats.entries += len(fresh)
+        self.metrics.batch_rows.observe(len(fresh))
+        self.metrics.log_entries.set(self.frontier.size)
+        for kind, count in Counter(entry.kind for entry in fresh).items():
+            self.metrics.entries.labels(kind).inc(count)
 
     def checkpoint(self) -> None:
         """Sign and store the current tree head, if the log grew since the last one."""

@@ -38,6 +38,7 @@ def api_serve(
     """Serve the API (OpenAPI at /openapi.json, docs at /docs) until stopped."""
     import uvicorn
     from kafka.errors import KafkaError
+    from prometheus_client import REGISTRY
 
     from audit.access import AccessError, AccessFile
     from audit.api import Service, create_app
@@ -45,6 +46,8 @@ def api_serve(
     from audit.query_log import QueryLog
     from audit.sink import AuditSink
     from audit.store import Store
+    from stream_processors.metrics import SinkMetrics
+    from stream_processors.metrics import serve as serve_metrics
 
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -68,7 +71,8 @@ def api_serve(
     if with_sink:
         sink_store = Store(settings.clickhouse_dsn)
         sink_store.set_retention(settings.audit_retention_days)
-        audit_sink = AuditSink(sink_store, signer, settings.bootstrap_servers)
+        audit_sink = AuditSink(sink_store, signer, settings.bootstrap_servers, metrics=SinkMetrics(REGISTRY))
+        serve_metrics(REGISTRY, settings.audit_metrics_port, "audit sink")
 
         def run_sink() -> None:
             try:

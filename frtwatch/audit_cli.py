@@ -24,9 +24,13 @@ def audit_sink(
     checkpoint_seconds: Annotated[float, typer.Option(help="Sign the tree head this often.")] = 10.0,
 ) -> None:
     """Write accepted events, violations and dead letters to the audit log until stopped."""
+    from prometheus_client import REGISTRY
+
     from audit.checkpoint import Signer
     from audit.sink import AuditSink
     from audit.store import Store
+    from stream_processors.metrics import SinkMetrics
+    from stream_processors.metrics import serve as serve_metrics
 
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -43,7 +47,9 @@ def audit_sink(
         batch_rows=batch_rows,
         batch_seconds=batch_seconds,
         checkpoint_seconds=checkpoint_seconds,
+        metrics=SinkMetrics(REGISTRY),
     )
+    serve_metrics(REGISTRY, settings.audit_metrics_port, "audit sink")
     console.print(f"audit sink: {settings.bootstrap_servers} -> {settings.clickhouse_dsn}")
     try:
         sink.run(lambda: bool(stopping))

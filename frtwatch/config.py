@@ -32,6 +32,8 @@ class Settings:
     grace_seconds: float = 10.0  # event time to wait for late consents and registrations
     audit_retention_days: int | None = None  # audit entry bodies expire after this; None: kept
     api_port: int = 8088  # the regulators' API
+    processor_metrics_port: int = 9100  # /metrics of `frtwatch process` (0: none)
+    audit_metrics_port: int = 9101  # /metrics of the audit sink (`audit sink` or `api serve`)
     api_access_file: Path | None = None  # tokens, roles, jurisdictions; default home/api-access.yaml
 
     @classmethod
@@ -57,6 +59,8 @@ class Settings:
             if env.get("FRTWATCH_AUDIT_RETENTION_DAYS")
             else None,
             api_port=int(env.get("FRTWATCH_API_PORT", 8088)),
+            processor_metrics_port=int(env.get("FRTWATCH_PROCESSOR_METRICS_PORT", 9100)),
+            audit_metrics_port=int(env.get("FRTWATCH_AUDIT_METRICS_PORT", 9101)),
             api_access_file=Path(env["FRTWATCH_API_ACCESS"]) if env.get("FRTWATCH_API_ACCESS") else None,
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -26,6 +26,7 @@ from typing import Any
 
 import faust
 import msgspec
+from prometheus_client import REGISTRY
 
 from contracts import topics
 from contracts.records import Violation
@@ -35,6 +36,7 @@ from stream_processors.admission import Gate, load_keys
 from stream_processors.bundle import Bundle
 from stream_processors.journal import Journal
 from stream_processors.judge import Judge
+from stream_processors.metrics import ProcessorMetrics, serve
 from stream_processors.outputs import Source, dead_letter_value, violation_value
 from stream_processors.reload import PackWatcher
 from stream_processors.router import Router
@@ -91,6 +93,8 @@ pack_names = list(settings.packs) or available_packs()
 packs = load_packs(pack_names, settings.pack_extensions)
 watcher = PackWatcher(pack_names, settings.pack_extensions)
 log = logging.getLogger("frtwatch.processor")
+metrics = ProcessorMetrics(REGISTRY)
+metrics.packs_active(packs)
 journal = Journal(_write_state)
 # The journal bounds the dedup and publication windows; the gate and judge need not.
 gate = Gate(
@@ -120,10 +124,12 @@ async def publish(violations: list[Violation]) -> None:
         await app.producer.send(
             topics.VIOLATIONS, violation.operator_id.encode(), violation_value(violation), None, None, None
         )
+        metrics.violation(violation)
 
 
 async def dead_letter(raw: bytes, reason: str, source: Source) -> None:
     await app.producer.send(topics.DEADLETTER, None, dead_letter_value(raw, reason, source), None, None, None)
+    metrics.dead_letter(reason)
 
 
 @app.task
@@ -132,7 +138,12 @@ async def route() -> None:
     await by_operator.maybe_declare()
     await accepted_topic.maybe_declare()
     router = Router(
-        app.producer, settings.bootstrap_servers, topics.LANES, settings.events_partitions, "frtwatch-router"
+        app.producer,
+        settings.bootstrap_servers,
+        topics.LANES,
+        settings.events_partitions,
+        "frtwatch-router",
+        metrics,
     )
     await router.run()
 
@@ -163,6 +174,7 @@ async def judge_lane(stream: Any) -> None:
                 verdict = judge.judge(raw, f"{source[1]}:{source[2]}", lane)
                 if verdict.accepted is not None:
                     accepted.add(source, encode_event(verdict.accepted))
+                    metrics.accepted(verdict.accepted)
                 for problem in verdict.problems:
                     await dead_letter(raw, f"{problem.reason}: {problem.detail}", source)
                 await publish(verdict.violations)
@@ -196,11 +208,22 @@ async def reload_packs_when_changed() -> None:
 
 
 async def reload_packs() -> None:
-    new = watcher.reload(lambda error: log.error("pack reload failed, keeping the running packs: %s", error))
+    def failed(error: str) -> None:
+        log.error("pack reload failed, keeping the running packs: %s", error)
+        metrics.pack_reloads.labels("failure").inc()
+
+    new = watcher.reload(failed)
     if new is not None:
         async with judging:
             await publish_decided(judge.swap_packs(new))
+        metrics.pack_reloads.labels("success").inc()
+        metrics.packs_active(new)
         log.warning("packs reloaded: %s", ", ".join(f"{p.name} {p.ruleset_hash}" for p in new))
+
+
+@app.task
+async def serve_metrics() -> None:
+    serve(REGISTRY, settings.processor_metrics_port, "processor")
 
 
 @app.task

@@ -31,6 +31,7 @@ from contracts import ContractError, decode_event, topics
 from contracts.codec import MAX_MESSAGE_BYTES
 from contracts.timestamps import TIMESTAMP_PATTERN, format_timestamp, parse_timestamp
 from stream_processors.bundle import Bundle, Mark
+from stream_processors.metrics import ProcessorMetrics
 from stream_processors.outputs import Source, dead_letter_value
 
 MARK_INTERVAL = 0.5  # seconds; well under the engine's mark_ttl
@@ -87,8 +88,16 @@ def route(records: Iterable[tuple[Source, bytes]]) -> Routed:
 class Router:
     """The I/O around ``route``: read a batch, send its bundles, wait for the acks, commit."""
 
-    def __init__(self, producer: Any, bootstrap_servers: str, lane_topic: str, lanes: int, group_id: str):
-        self.producer, self.lane_topic, self.lanes = producer, lane_topic, lanes
+    def __init__(
+        self,
+        producer: Any,
+        bootstrap_servers: str,
+        lane_topic: str,
+        lanes: int,
+        group_id: str,
+        metrics: ProcessorMetrics,
+    ):
+        self.producer, self.lane_topic, self.lanes, self.metrics = producer, lane_topic, lanes, metrics
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
@@ -127,6 +136,8 @@ class Router:
             await self.producer.send(topics.DEADLETTER, None, dead_letter_value(*dead), None, None, None)
             for dead in routed.dead
         ]
+        for _, reason, _ in routed.dead:
+            self.metrics.dead_letter(reason)
         await asyncio.gather(*sends)
         for partition, at in routed.reached.items():
             if partition not in self._reached or at > self._reached[partition]:
@@ -140,7 +151,11 @@ class Router:
         marks: list[Mark] = []
         for tp in partitions:
             end = self.consumer.highwater(tp)
-            caught_up = reading and end is not None and await self.consumer.position(tp) >= end
+            caught_up = False
+            if reading and end is not None:
+                position = await self.consumer.position(tp)
+                caught_up = position >= end
+                self.metrics.consumer_lag.labels(str(tp.partition)).set(max(0, end - position))
             reached = self._reached.get(tp.partition)
             marks.append((tp.partition, format_timestamp(reached) if reached else "", caught_up))
         if marks:

@@ -5,6 +5,7 @@ matrix with every call found afterwards in the audit log."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -43,6 +44,8 @@ class ApiStack:
     url: str
     tokens: dict[str, str]  # principal name -> token
     server: Worker
+    processor_metrics: int  # ports of the /metrics pages
+    sink_metrics: int
 
     def get(self, who: str | None, path: str, **params: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.tokens.get(who, who)}"} if who else {}
@@ -66,12 +69,11 @@ class ApiStack:
         )
 
 
-def api_server(kafka: KafkaCluster, home: Path) -> tuple[Worker, str]:
+def api_server(kafka: KafkaCluster, home: Path, metrics_port: int = 0) -> tuple[Worker, str]:
     """`frtwatch api serve` (with the sink, on chDB in ``home``), once it answers."""
     (port,) = free_ports(1)
-    server = Worker(
-        kafka, home, home / "keys.json", "api", ("api", "serve"), {"FRTWATCH_API_PORT": str(port)}
-    )
+    env = {"FRTWATCH_API_PORT": str(port), "FRTWATCH_AUDIT_METRICS_PORT": str(metrics_port)}
+    server = Worker(kafka, home, home / "keys.json", "api", ("api", "serve"), env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -98,12 +100,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiStack]:
         "ops": add_principal(access, "ops", "ops"),
     }
     fleet_keys(home, SEED)
-    (port,) = free_ports(1)
-    worker = Worker(kafka, home, home / "keys.json", "worker")
-    server = Worker(
-        kafka, home, home / "keys.json", "api", ("api", "serve"), {"FRTWATCH_API_PORT": str(port)}
+    processor_metrics, sink_metrics = free_ports(2)
+    worker = Worker(
+        kafka,
+        home,
+        home / "keys.json",
+        "worker",
+        env={"FRTWATCH_PROCESSOR_METRICS_PORT": str(processor_metrics)},
     )
-    stack = ApiStack(kafka, home, f"http://127.0.0.1:{port}", tokens, server)
+    server, url = api_server(kafka, home, sink_metrics)
+    stack = ApiStack(kafka, home, url, tokens, server, processor_metrics, sink_metrics)
     try:
         wait_until_assigned([worker])
         sim = simulate(kafka, home, seed=SEED, events=2000, rate=400)
@@ -119,7 +125,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiStack]:
         while stack.get("ops", "/v1/checkpoint").json()["size"] < entries:
             assert time.monotonic() < deadline + 60, "no checkpoint covers the log"
             time.sleep(2)
-        worker.stop()
         yield stack
     finally:
         worker.stop()
@@ -178,6 +183,48 @@ def test_answers_are_scoped_paged_and_exported_verifiably(stack: ApiStack) -> No
     document["entries"][-1]["body"] = document["entries"][-1]["body"].replace("op-000", "op-009")
     bundle.write_text(json.dumps(document))
     assert stack.frtwatch("op-000", "verify", str(bundle), "--public-key", key).returncode == 1
+
+
+def scrape(port: int) -> tuple[str, dict[str, float]]:
+    """The /metrics page, and its samples by name{labels}."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return text, samples
+
+
+def total(samples: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in samples.items() if k.startswith(prefix))
+
+
+def test_metrics_pages_pass_promtool_and_count_what_happened(stack: ApiStack) -> None:
+    want, dead = expected(stack.home)
+    pages = {"processor": scrape(stack.processor_metrics), "sink": scrape(stack.sink_metrics)}
+    for what, (text, _) in pages.items():
+        checked = subprocess.run(
+            ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+        )
+        assert checked.returncode == 0, f"{what}: {checked.stdout}{checked.stderr}"
+        assert not re.search(r'(subject_ref|event_id|device_id)="', text), "an unbounded label"
+    processor, sink = pages["processor"][1], pages["sink"][1]
+    assert total(processor, "frtwatch_processor_violations_total{") == len(want)
+    assert total(processor, "frtwatch_processor_detection_latency_seconds_count{") == len(want)
+    assert total(processor, "frtwatch_processor_dead_letters_total{") >= len(dead)
+    assert (
+        processor['frtwatch_processor_dead_letters_total{reason="missing_signature"}'] == 0
+    )  # made up front
+    assert total(processor, "frtwatch_processor_events_consumed_total{") > 1000
+    assert processor['frtwatch_processor_filing_threshold_individuals{policy_pack="cn-cac-2025"}'] == 100_000
+    assert total(processor, "frtwatch_processor_stored_individuals{") > 0
+    lags = [v for k, v in processor.items() if k.startswith("frtwatch_processor_consumer_lag_messages{")]
+    assert len(lags) == PARTITIONS and not any(lags)  # one worker reads every partition, all read
+    summary = stack.get("ops", "/v1/summary").json()
+    written = sink['frtwatch_sink_entries_written_total{kind="violation"}']
+    assert written == sum(v["count"] for v in summary["violations"]) == len(want)
+    assert sink["frtwatch_sink_write_failures_total"] == 0
 
 
 def test_schemathesis_finds_no_server_error_nor_any_other_nonconformance(stack: ApiStack) -> None:

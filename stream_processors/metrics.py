@@ -1,0 +1,173 @@
+"""Every frtwatch metric, in one place (prometheus-client).
+
+Names are ``frtwatch_<subsystem>_<name>_<unit>``, counters end in ``_total``, units are base
+units (seconds). No label carries a subject, event or device id; operator_id is a label where
+operations asks for it per operator (operators are a bounded set). Label values known in
+advance are created at zero, so every series exists before its first event and rate() works
+from the start. Tests pass their own registry.
+"""
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+from contracts import EVENT_TYPES
+from contracts.events import Envelope, RegistrySnapshot
+from contracts.records import Violation
+from contracts.timestamps import parse_timestamp
+from contracts.vocabulary import Severity
+from stream_processors.admission import REASONS
+from stream_processors.rules.pack import Pack
+
+log = logging.getLogger("frtwatch.metrics")
+SEVERITIES: tuple[str, ...] = Severity.__args__  # type: ignore[attr-defined]
+ROUTING_REASONS = ("too_large", "invalid_utf8", "invalid_json", "unsupported_schema", "unknown_type")
+# Detection latency: immediate rules in tens of milliseconds, grace-period rules after ~10 s.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300)
+
+
+class ProcessorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "frtwatch_processor_events_consumed",
+            "Input events judged, by event type (refused inputs count as dead letters instead).",
+            ["event_type"],
+            registry=registry,
+        )
+        self.violations = Counter(
+            "frtwatch_processor_violations",
+            "Violations published, by rule, severity, policy pack and operator.",
+            ["rule_id", "severity", "policy_pack", "operator_id"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "frtwatch_processor_dead_letters",
+            "Inputs sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.detection_latency = Histogram(
+            "frtwatch_processor_detection_latency_seconds",
+            "From a violation's occurred_at (device clock) to its publication.",
+            ["severity"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "frtwatch_processor_consumer_lag_messages",
+            "Messages of frt.events.v1 not yet read by this worker, by partition it reads.",
+            ["partition"],
+            registry=registry,
+        )
+        self.pack_reloads = Counter(
+            "frtwatch_processor_pack_reloads",
+            "Policy pack reloads, by outcome (failure: the running packs stay).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.ruleset = Info(
+            "frtwatch_processor_ruleset",
+            "The active policy packs and their ruleset hashes.",
+            registry=registry,
+        )
+        self.stored_individuals = Gauge(
+            "frtwatch_processor_stored_individuals",
+            "Individuals whose faces an operator stores, from its latest registry snapshot.",
+            ["operator_id"],
+            registry=registry,
+        )
+        self.filing_threshold = Gauge(
+            "frtwatch_processor_filing_threshold_individuals",
+            "Stored individuals above which a policy pack requires a filing.",
+            ["policy_pack"],
+            registry=registry,
+        )
+        for event_type in EVENT_TYPES:
+            self.events.labels(event_type)
+        for reason in (*ROUTING_REASONS, *REASONS):
+            self.dead_letters.labels(reason)
+        for severity in SEVERITIES:
+            self.detection_latency.labels(severity)
+        for outcome in ("success", "failure"):
+            self.pack_reloads.labels(outcome)
+
+    def packs_active(self, packs: Sequence[Pack]) -> None:
+        self.ruleset.info({pack.name: pack.ruleset_hash for pack in packs})
+        for pack in packs:
+            if "filing_threshold" in pack.params:
+                self.filing_threshold.labels(pack.name).set(pack.params["filing_threshold"])
+
+    def accepted(self, event: Envelope) -> None:
+        self.events.labels(event.event_type).inc()
+        if isinstance(event, RegistrySnapshot):
+            self.stored_individuals.labels(event.operator_id).set(event.stored_individuals)
+
+    def violation(self, record: Violation) -> None:
+        self.violations.labels(record.rule_id, record.severity, record.policy_pack, record.operator_id).inc()
+        latency = (datetime.now(UTC) - parse_timestamp(record.occurred_at)).total_seconds()
+        self.detection_latency.labels(record.severity).observe(max(latency, 0.0))
+
+    def dead_letter(self, reason: str) -> None:
+        """``reason`` as sent: its code before the first colon."""
+        self.dead_letters.labels(reason.split(":", 1)[0]).inc()
+
+
+class SinkMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.entries = Counter(
+            "frtwatch_sink_entries_written",
+            "Entries appended to the audit log, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.repeats = Counter(
+            "frtwatch_sink_repeats_dropped", "Entries already in the log, dropped by id.", registry=registry
+        )
+        self.batch_rows = Histogram(
+            "frtwatch_sink_batch_rows",
+            "Entries per write to ClickHouse.",
+            buckets=(1, 10, 100, 1_000, 5_000, 10_000, 20_000, 50_000),
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "frtwatch_sink_batch_seconds",
+            "Time to write one batch, retries included.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.failures = Counter(
+            "frtwatch_sink_write_failures", "Failed writes to ClickHouse (each retried).", registry=registry
+        )
+        self.kafka_errors = Counter(
+            "frtwatch_sink_kafka_errors",
+            "Failed reads or commits on Kafka (each retried).",
+            registry=registry,
+        )
+        self.unreadable = Counter(
+            "frtwatch_sink_unreadable_records",
+            "Records on the sink's topics it could not read.",
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "frtwatch_sink_consumer_lag_messages",
+            "Messages on the sink's topics not yet written to the log, by topic.",
+            ["topic"],
+            registry=registry,
+        )
+        self.log_entries = Gauge("frtwatch_sink_log_entries", "Entries in the audit log.", registry=registry)
+        for kind in ("event", "violation", "dead_letter", "query"):
+            self.entries.labels(kind)
+
+
+def serve(registry: CollectorRegistry, port: int, what: str) -> None:
+    """/metrics on 127.0.0.1:``port`` (0: not served). A taken port is logged, not fatal:
+    the work matters more than its metrics."""
+    if not port:
+        return
+    try:
+        start_http_server(port, addr="127.0.0.1", registry=registry)
+        log.info("%s metrics on http://127.0.0.1:%d/metrics", what, port)
+    except OSError as error:
+        log.error("%s metrics not served: port %d: %s", what, port, error)
