@@ -72,7 +72,7 @@ def api_serve(
         sink_store = Store(settings.clickhouse_dsn)
         sink_store.set_retention(settings.audit_retention_days)
         audit_sink = AuditSink(sink_store, signer, settings.bootstrap_servers, metrics=SinkMetrics(REGISTRY))
-        serve_metrics(REGISTRY, settings.audit_metrics_port, "audit sink")
+        serve_metrics(REGISTRY, settings.audit_metrics_port, "audit sink", settings.metrics_host)
 
         def run_sink() -> None:
             try:

@@ -49,7 +49,7 @@ def audit_sink(
         checkpoint_seconds=checkpoint_seconds,
         metrics=SinkMetrics(REGISTRY),
     )
-    serve_metrics(REGISTRY, settings.audit_metrics_port, "audit sink")
+    serve_metrics(REGISTRY, settings.audit_metrics_port, "audit sink", settings.metrics_host)
     console.print(f"audit sink: {settings.bootstrap_servers} -> {settings.clickhouse_dsn}")
     try:
         sink.run(lambda: bool(stopping))

@@ -34,6 +34,9 @@ class Settings:
     api_port: int = 8088  # the regulators' API
     processor_metrics_port: int = 9100  # /metrics of `frtwatch process` (0: none)
     audit_metrics_port: int = 9101  # /metrics of the audit sink (`audit sink` or `api serve`)
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 only inside a container
+    alertmanager_url: str | None = None  # where violations are pushed; default the local one, "" none
+    api_url: str | None = None  # the regulators' API, for evidence links; default the local one
     api_access_file: Path | None = None  # tokens, roles, jurisdictions; default home/api-access.yaml
 
     @classmethod
@@ -61,6 +64,9 @@ class Settings:
             api_port=int(env.get("FRTWATCH_API_PORT", 8088)),
             processor_metrics_port=int(env.get("FRTWATCH_PROCESSOR_METRICS_PORT", 9100)),
             audit_metrics_port=int(env.get("FRTWATCH_AUDIT_METRICS_PORT", 9101)),
+            metrics_host=env.get("FRTWATCH_METRICS_HOST") or "127.0.0.1",
+            alertmanager_url=env.get("FRTWATCH_ALERTMANAGER_URL"),
+            api_url=env.get("FRTWATCH_API_URL") or None,
             api_access_file=Path(env["FRTWATCH_API_ACCESS"]) if env.get("FRTWATCH_API_ACCESS") else None,
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
@@ -84,6 +90,17 @@ class Settings:
     def audit_key_file(self) -> Path:
         """The audit log's Ed25519 signing key (created on first use, mode 0600)."""
         return self.home / "keys" / "audit-ed25519.key"
+
+    @property
+    def alert_push_url(self) -> str:
+        """Alertmanager's base URL for pushed violations ("" : pushing is off)."""
+        if self.alertmanager_url is not None:
+            return self.alertmanager_url.rstrip("/")
+        return f"http://127.0.0.1:{self.alertmanager_port}"
+
+    @property
+    def evidence_url(self) -> str:
+        return (self.api_url or f"http://127.0.0.1:{self.api_port}").rstrip("/")
 
     @property
     def api_access(self) -> Path:

@@ -33,10 +33,11 @@ from contracts.records import Violation
 from contracts.timestamps import parse_timestamp
 from frtwatch.config import Settings
 from stream_processors.admission import Gate, load_keys
+from stream_processors.alerts import AlertPusher
 from stream_processors.bundle import Bundle
 from stream_processors.journal import Journal
 from stream_processors.judge import Judge
-from stream_processors.metrics import ProcessorMetrics, serve
+from stream_processors.metrics import AlertMetrics, ProcessorMetrics, serve
 from stream_processors.outputs import Source, dead_letter_value, violation_value
 from stream_processors.reload import PackWatcher
 from stream_processors.router import Router
@@ -95,6 +96,11 @@ watcher = PackWatcher(pack_names, settings.pack_extensions)
 log = logging.getLogger("frtwatch.processor")
 metrics = ProcessorMetrics(REGISTRY)
 metrics.packs_active(packs)
+pusher = (
+    AlertPusher(settings.alert_push_url, settings.evidence_url, AlertMetrics(REGISTRY))
+    if settings.alert_push_url
+    else None
+)
 journal = Journal(_write_state)
 # The journal bounds the dedup and publication windows; the gate and judge need not.
 gate = Gate(
@@ -125,6 +131,8 @@ async def publish(violations: list[Violation]) -> None:
             topics.VIOLATIONS, violation.operator_id.encode(), violation_value(violation), None, None, None
         )
         metrics.violation(violation)
+        if pusher is not None:
+            pusher.offer(violation)
 
 
 async def dead_letter(raw: bytes, reason: str, source: Source) -> None:
@@ -222,8 +230,14 @@ async def reload_packs() -> None:
 
 
 @app.task
+async def push_alerts() -> None:
+    if pusher is not None:
+        await pusher.run()
+
+
+@app.task
 async def serve_metrics() -> None:
-    serve(REGISTRY, settings.processor_metrics_port, "processor")
+    serve(REGISTRY, settings.processor_metrics_port, "processor", settings.metrics_host)
 
 
 @app.task

@@ -161,13 +161,29 @@ class SinkMetrics:
             self.entries.labels(kind)
 
 
-def serve(registry: CollectorRegistry, port: int, what: str) -> None:
-    """/metrics on 127.0.0.1:``port`` (0: not served). A taken port is logged, not fatal:
+class AlertMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sent = Counter(
+            "frtwatch_alerts_sent", "Violations pushed to Alertmanager (acknowledged).", registry=registry
+        )
+        self.failures = Counter(
+            "frtwatch_alerts_push_failures",
+            "Failed pushes to Alertmanager (each retried).",
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "frtwatch_alerts_dropped", "Alerts dropped because the push queue was full.", registry=registry
+        )
+        self.queued = Gauge("frtwatch_alerts_queued", "Alerts waiting to be pushed.", registry=registry)
+
+
+def serve(registry: CollectorRegistry, port: int, what: str, host: str = "127.0.0.1") -> None:
+    """/metrics on ``host``:``port`` (0: not served). A taken port is logged, not fatal:
     the work matters more than its metrics."""
     if not port:
         return
     try:
-        start_http_server(port, addr="127.0.0.1", registry=registry)
-        log.info("%s metrics on http://127.0.0.1:%d/metrics", what, port)
+        start_http_server(port, addr=host, registry=registry)
+        log.info("%s metrics on http://%s:%d/metrics", what, host, port)
     except OSError as error:
         log.error("%s metrics not served: port %d: %s", what, port, error)

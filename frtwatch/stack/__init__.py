@@ -27,7 +27,10 @@ class LocalStack:
 
     @property
     def prometheus(self) -> Prometheus:
-        return Prometheus(self.settings.home, self.settings.prometheus_port, self.settings.alertmanager_port)
+        s = self.settings
+        return Prometheus(
+            s.home, s.prometheus_port, s.alertmanager_port, s.processor_metrics_port, s.audit_metrics_port
+        )
 
     @property
     def alertmanager(self) -> Alertmanager:

@@ -40,11 +40,23 @@ def local_prometheus_config(targets: dict[str, str]) -> dict[str, Any]:
     return config
 
 
+def local_alertmanager_config(webhook_base: str) -> dict[str, Any]:
+    """deploy/alertmanager/alertmanager.yml with every webhook sent to ``webhook_base``/RECEIVER
+    (a local receiver: frtwatch.stack.webhook)."""
+    config: dict[str, Any] = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    for receiver in config.get("receivers", []):
+        for webhook in receiver.get("webhook_configs", []):
+            webhook["url"] = f"{webhook_base.rstrip('/')}/{receiver['name']}"
+    return config
+
+
 @dataclass(frozen=True)
 class Prometheus:
     home: Path
     port: int
     alertmanager_port: int
+    processor_metrics_port: int = 9100
+    audit_metrics_port: int = 9101
 
     @property
     def process(self) -> ManagedProcess:
@@ -61,6 +73,8 @@ class Prometheus:
             targets = {
                 "prometheus:9090": f"127.0.0.1:{self.port}",
                 "alertmanager:9093": f"127.0.0.1:{self.alertmanager_port}",
+                "frtwatch-processor:9100": f"127.0.0.1:{self.processor_metrics_port}",
+                "frtwatch-audit:9101": f"127.0.0.1:{self.audit_metrics_port}",
             }
             config_path.write_text(yaml.safe_dump(local_prometheus_config(targets), sort_keys=False))
             self.process.start(
@@ -79,6 +93,7 @@ class Prometheus:
 class Alertmanager:
     home: Path
     port: int
+    webhook_base: str | None = None  # send every receiver's webhooks here instead
 
     @property
     def process(self) -> ManagedProcess:
@@ -90,10 +105,17 @@ class Alertmanager:
 
     def start(self, timeout: float = 30.0) -> None:
         if self.process.pid() is None:
+            config = ALERTMANAGER_CONFIG
+            if self.webhook_base:
+                config = self.home / "run" / "alertmanager.yml"
+                config.parent.mkdir(parents=True, exist_ok=True)
+                config.write_text(
+                    yaml.safe_dump(local_alertmanager_config(self.webhook_base), sort_keys=False)
+                )
             self.process.start(
                 [
                     _binary("prometheus-alertmanager"),
-                    f"--config.file={ALERTMANAGER_CONFIG}",
+                    f"--config.file={config}",
                     f"--storage.path={self.home / 'data' / 'alertmanager'}",
                     f"--web.listen-address=127.0.0.1:{self.port}",
                     "--cluster.listen-address=",  # a single instance: no gossip port

@@ -42,6 +42,9 @@ class Worker:
             "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
             "FRTWATCH_EVENTS_PARTITIONS": str(PARTITIONS),
             "FRTWATCH_KEYS_FILE": str(keys),
+            "FRTWATCH_ALERTMANAGER_URL": "",  # no alerts pushed unless a test asks
+            "FRTWATCH_PROCESSOR_METRICS_PORT": "0",  # nor metrics served (ports would collide)
+            "FRTWATCH_AUDIT_METRICS_PORT": "0",
             **(env or {}),
         }
         self.proc = subprocess.Popen(

@@ -22,10 +22,15 @@ def test_prometheus_config_and_rules_are_valid() -> None:
 
 def test_the_local_rewrite_points_at_loopback_and_stays_valid(tmp_path: Path) -> None:
     config = local_prometheus_config(
-        {"prometheus:9090": "127.0.0.1:19090", "alertmanager:9093": "127.0.0.1:19093"}
+        {
+            "prometheus:9090": "127.0.0.1:19090",
+            "alertmanager:9093": "127.0.0.1:19093",
+            "frtwatch-processor:9100": "127.0.0.1:19100",
+            "frtwatch-audit:9101": "127.0.0.1:19101",
+        }
     )
     targets = [t for job in config["scrape_configs"] for s in job["static_configs"] for t in s["targets"]]
-    assert targets == ["127.0.0.1:19090", "127.0.0.1:19093"]
+    assert targets == ["127.0.0.1:19090", "127.0.0.1:19093", "127.0.0.1:19100", "127.0.0.1:19101"]
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:19093"]
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
