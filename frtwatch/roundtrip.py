@@ -1,5 +1,5 @@
-"""The main job at this stage: bring the stack up, produce every example event, read each one
-back from Kafka and check it decodes equal to what was sent."""
+"""Every example event through Kafka and back, decoded and compared with what was sent: the
+quickest check that a broker speaks the contract (`frtwatch stack check`, and a test)."""
 
 import time
 from dataclasses import dataclass

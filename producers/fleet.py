@@ -91,6 +91,7 @@ class FleetShape:
     misconfigured_share: float = 0.25
     unregistered_share: float = 0.05
     minor_share: float = 0.08
+    operator_prefix: str = "op"  # operator ids are PREFIX-000, PREFIX-001, ...
 
 
 def derive_key(seed: int, name: str) -> bytes:
@@ -110,7 +111,7 @@ def build_fleet(seed: int, shape: FleetShape) -> list[Operator]:
     private_places = itertools.cycle(rng.sample(PRIVATE_PLACES, len(PRIVATE_PLACES)))
     index = 0
     for o in range(shape.operators):
-        operator_id = f"op-{o:03d}"
+        operator_id = f"{shape.operator_prefix}-{o:03d}"
         operator = Operator(
             operator_id,
             derive_key(seed, operator_id),

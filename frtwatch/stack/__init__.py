@@ -36,6 +36,11 @@ class LocalStack:
     def alertmanager(self) -> Alertmanager:
         return Alertmanager(self.settings.home, self.settings.alertmanager_port)
 
+    @property
+    def pipeline(self) -> list[ManagedProcess]:
+        """The processor and the API (with the audit sink), when `frtwatch demo` started them."""
+        return [ManagedProcess("processor", self.settings.home), ManagedProcess("api", self.settings.home)]
+
     def up(self, monitoring: bool = True, timeout: float = 120.0) -> dict[str, str]:
         """Start what is not running, wait for health, create the topics. Returns a summary."""
         summary: dict[str, str] = {}
@@ -59,7 +64,9 @@ class LocalStack:
 
     def down(self, timeout: float = 60.0) -> list[str]:
         """Stop everything this stack started (whatever its broker count); return what was running."""
-        stopped = stop_all([self.prometheus.process, self.alertmanager.process], timeout)
+        # The pipeline first: it would only log errors while Kafka goes away.
+        stopped = stop_all(self.pipeline, timeout)
+        stopped += stop_all([self.prometheus.process, self.alertmanager.process], timeout)
         return stopped + stop_all(self._kafka_nodes(), timeout)
 
     def _kafka_nodes(self) -> list[ManagedProcess]:
@@ -69,7 +76,7 @@ class LocalStack:
         return [ManagedProcess(name, self.settings.home) for name in names]
 
     def status(self) -> dict[str, str]:
-        processes = [*self._kafka_nodes(), self.alertmanager.process, self.prometheus.process]
+        processes = [*self._kafka_nodes(), self.alertmanager.process, self.prometheus.process, *self.pipeline]
         report = {}
         for process in processes:
             pid = process.pid()

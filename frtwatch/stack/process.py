@@ -63,7 +63,7 @@ class ManagedProcess:
         self.pid_path.unlink(missing_ok=True)
         return None
 
-    def start(self, argv: list[str], cwd: Path | None = None) -> int:
+    def start(self, argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> int:
         self.pid_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
@@ -75,6 +75,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=cwd,
+                env=env,
                 start_new_session=True,
             )
         self.pid_path.write_text(f"{proc.pid} {_start_time(proc.pid)}\n")

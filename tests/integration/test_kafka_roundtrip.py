@@ -6,7 +6,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from contracts import EVENT_TYPES, decode_event, topics
 from contracts.artifacts import example_events
-from frtwatch.demo import produce_examples, read_back
+from frtwatch.roundtrip import produce_examples, read_back
 from frtwatch.stack.kafka import KafkaCluster
 from tests.conftest import EVENTS_PARTITIONS
 

@@ -1,0 +1,206 @@
+"""`frtwatch demo`: the whole pipeline on this machine for about a minute.
+
+The local stack runs a processor worker and the regulators' API (with the audit sink) as two
+more of its services. A city fleet of this run's own (new operator ids, so the consents, seqs
+and registries of earlier runs never mix in) sends its traffic with injected violations and
+hostile inputs; a live summary shows what the processor finds beside what the fleet's ground
+truth says it must find.
+"""
+
+import json
+import os
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from audit.access import add_principal, set_jurisdiction
+from contracts import topics
+from frtwatch.config import Settings
+from frtwatch.stack import LocalStack
+from producers.fleet import FleetShape, Operator
+from producers.simulator import Simulation, plan, run
+
+JURISDICTION = "demo-city"
+REGULATOR = "demo-regulator"
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    sim: Simulation
+    operators: list[str]
+    expected: Counter[str]  # violations the processor must find, by rule_id (every pack)
+    expected_dead_letters: int  # inputs it must refuse or report (a seq gap is both)
+    keys_file: Path
+
+
+def new_run(settings: Settings, rate: float, duration: float, bad_share: float) -> DemoRun:
+    """A fleet of its own for this run, its keys added to the demo's keys file, and its ground
+    truth worked out before anything is sent (the same seed and start give the same traffic)."""
+    tag = datetime.now(UTC).strftime("%m%d%H%M%S")
+    sim = Simulation(
+        seed=int(tag),
+        shape=FleetShape(operators=8, sites=4, devices=4, subjects=300, operator_prefix=f"city-{tag}"),
+        rate=rate,
+        events=round(rate * duration),
+        start=datetime.now(UTC) + timedelta(seconds=2),
+        bad_share=bad_share,
+    )
+    fleet, _ = plan(sim)
+    keys_file = settings.home / "demo" / "keys.json"
+    _add_keys(keys_file, fleet)
+    truth = run(sim, lambda message: None, paced=False, ground_truth=settings.home / "demo" / "truth.jsonl")
+    return DemoRun(
+        sim,
+        [op.operator_id for op in fleet],
+        truth.violations,
+        sum(truth.dead_letters.values()),
+        keys_file,
+    )
+
+
+def _add_keys(path: Path, fleet: list[Operator]) -> None:
+    """Keep every demo fleet's keys: a restarted processor still knows earlier runs' devices."""
+    keys: dict[str, dict[str, str]] = {"devices": {}, "back_offices": {}}
+    if path.exists():
+        keys = json.loads(path.read_text())
+    keys["devices"].update({d.device_id: d.key.hex() for op in fleet for d in op.devices})
+    keys["back_offices"].update({op.operator_id: op.key.hex() for op in fleet})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(keys, indent=1, sort_keys=True) + "\n")
+
+
+def start_pipeline(settings: Settings, keys_file: Path, timeout: float = 90.0) -> dict[str, str]:
+    """(Re)start the processor with the demo's keys, and the API with the audit sink unless it
+    runs; wait until both answer."""
+    processor, api = LocalStack(settings).pipeline
+    command = [sys.executable, "-m", "frtwatch"]
+    processor.stop()
+    processor.start([*command, "process"], env={**os.environ, "FRTWATCH_KEYS_FILE": str(keys_file)})
+    if api.pid() is None:
+        api.start([*command, "api", "serve"])
+    api_url = f"http://127.0.0.1:{settings.api_port}"
+    api.wait_until(lambda: _get(f"{api_url}/openapi.json") is not None, timeout, "answering")
+    summary = {"api": f"{api_url} (docs at /docs), audit sink inside it"}
+    if settings.processor_metrics_port:
+        metrics = f"http://127.0.0.1:{settings.processor_metrics_port}/metrics"
+        processor.wait_until(lambda: _get(metrics) is not None, timeout, "serving /metrics")
+        summary["processor"] = f"worker, /metrics at {metrics}"
+    summary["logs"] = f"{processor.log_path}, {api.log_path}"
+    return summary
+
+
+def grant_regulator(settings: Settings, operators: list[str]) -> str:
+    """A regulator whose jurisdiction covers this run's operators; returns its new token."""
+    set_jurisdiction(settings.api_access, JURISDICTION, operators)
+    return add_principal(settings.api_access, REGULATOR, "regulator", JURISDICTION)
+
+
+def _get(url: str) -> bytes | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.read()  # type: ignore[no-any-return]
+    except OSError:
+        return None
+
+
+def events_judged(settings: Settings) -> float | None:
+    """The processor's count of judged events, from its /metrics page."""
+    if not settings.processor_metrics_port:
+        return None
+    page = _get(f"http://127.0.0.1:{settings.processor_metrics_port}/metrics")
+    if page is None:
+        return None
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(page.decode())
+        if family.name == "frtwatch_processor_events_consumed"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+
+
+@dataclass
+class Outputs:
+    """What the processor publishes during the run: this run's violations, and dead letters."""
+
+    bootstrap_servers: str
+    operators: set[str]
+    violations: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule_id, severity)
+    dead_letters: Counter[str] = field(default_factory=Counter)  # by reason code
+
+    def __post_init__(self) -> None:
+        self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)
+        wanted = [
+            TopicPartition(topic, partition)
+            for topic in (topics.VIOLATIONS, topics.DEADLETTER)
+            for partition in sorted(self._consumer.partitions_for_topic(topic) or ())
+        ]
+        self._consumer.assign(wanted)
+        self._consumer.seek_to_end()  # from now on: this run's
+        for tp in wanted:
+            self._consumer.position(tp)
+
+    def read(self) -> None:
+        for tp, records in self._consumer.poll(timeout_ms=200).items():
+            for record in records:
+                value = json.loads(record.value)
+                if tp.topic == topics.DEADLETTER:
+                    self.dead_letters[value["reason"].split(":", 1)[0]] += 1
+                elif value["operator_id"] in self.operators:
+                    self.violations[(value["rule_id"], value["severity"])] += 1
+
+    def found(self) -> Counter[str]:
+        by_rule: Counter[str] = Counter()
+        for (rule_id, _), count in self.violations.items():
+            by_rule[rule_id] += count
+        return by_rule
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class Sending(threading.Thread):
+    """The fleet's traffic to Kafka in the background, at its rate."""
+
+    def __init__(self, sim: Simulation, bootstrap_servers: str) -> None:
+        super().__init__(name="demo-fleet", daemon=True)
+        self.sim, self.bootstrap_servers = sim, bootstrap_servers
+        self.sent = 0
+        self.failures = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from producers.simulator import to_kafka
+
+        try:
+            report = to_kafka(self.sim, self.bootstrap_servers, topics.EVENTS, progress=self._progress)
+            self.sent, self.failures = report.sent, report.delivery_failures
+        except BaseException as error:  # shown by the demo, not lost in a thread
+            self.error = error
+
+    def _progress(self, done: int) -> None:
+        self.sent = done
+
+
+class Throughput:
+    """A growing count and its rate over the last few seconds."""
+
+    def __init__(self) -> None:
+        self._readings: list[tuple[float, float]] = []
+
+    def add(self, count: float | None) -> tuple[float, float | None] | None:
+        if count is None:
+            return None
+        now = time.monotonic()
+        self._readings = [r for r in self._readings if now - r[0] <= 5.0] + [(now, count)]
+        (t0, c0), (t1, c1) = self._readings[0], self._readings[-1]
+        return count, (c1 - c0) / (t1 - t0) if t1 > t0 else None
