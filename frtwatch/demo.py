@@ -81,7 +81,8 @@ def _add_keys(path: Path, fleet: list[Operator]) -> None:
 def start_pipeline(settings: Settings, keys_file: Path, timeout: float = 90.0) -> dict[str, str]:
     """(Re)start the processor with the demo's keys, and the API with the audit sink unless it
     runs; wait until both answer."""
-    processor, api = LocalStack(settings).pipeline
+    stack = LocalStack(settings)
+    processor, api = stack.processor, stack.api
     command = [sys.executable, "-m", "frtwatch"]
     processor.stop()
     processor.start([*command, "process"], env={**os.environ, "FRTWATCH_KEYS_FILE": str(keys_file)})

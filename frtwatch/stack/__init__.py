@@ -37,9 +37,18 @@ class LocalStack:
         return Alertmanager(self.settings.home, self.settings.alertmanager_port)
 
     @property
+    def processor(self) -> ManagedProcess:
+        """A processor worker, when `frtwatch demo` started one."""
+        return ManagedProcess("processor", self.settings.home)
+
+    @property
+    def api(self) -> ManagedProcess:
+        """The regulators' API with the audit sink inside it, when `frtwatch demo` started it."""
+        return ManagedProcess("api", self.settings.home)
+
+    @property
     def pipeline(self) -> list[ManagedProcess]:
-        """The processor and the API (with the audit sink), when `frtwatch demo` started them."""
-        return [ManagedProcess("processor", self.settings.home), ManagedProcess("api", self.settings.home)]
+        return [self.processor, self.api]
 
     def up(self, monitoring: bool = True, timeout: float = 120.0) -> dict[str, str]:
         """Start what is not running, wait for health, create the topics. Returns a summary."""
@@ -58,7 +67,11 @@ class LocalStack:
             self.prometheus.start()
             summary["prometheus"] = self.prometheus.url
         dsn = self.settings.clickhouse_dsn
-        summary["clickhouse"] = f"{clickhouse.describe(dsn)} (ClickHouse {clickhouse.check(dsn)})"
+        owner = self.api.pid() if dsn.startswith("chdb://") else None
+        if owner is not None:  # chDB lets one process open its folder: the API's is in use
+            summary["clickhouse"] = f"{clickhouse.describe(dsn)} (open in the API, pid {owner})"
+        else:
+            summary["clickhouse"] = f"{clickhouse.describe(dsn)} (ClickHouse {clickhouse.check(dsn)})"
         summary["logs"] = str(self.settings.logs_dir)
         return summary
 
