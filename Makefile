@@ -1,5 +1,5 @@
 # The two set-up commands of the README. Both install what is missing first (scripts/bootstrap.sh).
-.PHONY: demo test down bootstrap schemas bench-producer
+.PHONY: demo test down bootstrap schemas bench bench-producer
 
 bootstrap:
 	bash scripts/bootstrap.sh
@@ -20,3 +20,6 @@ schemas:
 
 bench-producer: bootstrap
 	.venv/bin/python -m bench.producer_sdk
+
+bench: bootstrap
+	.venv/bin/python -m bench.e2e
