@@ -20,7 +20,7 @@ import shutil
 import signal
 import tempfile
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ app = faust.App(
     store="memory://",
     processing_guarantee="at_least_once",
     broker_commit_interval=1.0,  # less to repeat after a crash than faust's 2.8 s
+    broker_session_timeout=10.0,  # a crashed worker's lanes move after 10 s, not faust's 60 s
     topic_partitions=settings.events_partitions,
     topic_replication_factor=min(3, settings.brokers),
     key_serializer="raw",
@@ -70,9 +71,6 @@ app = faust.App(
     web_bind="127.0.0.1",
     datadir=_scratch,
 )
-# Table writes queue in faust's producer buffer; at its default bound (100) every agent stalls
-# while it drains one message at a time.
-app.producer.buffer.max_messages = 10_000
 by_operator = app.topic(topics.LANES, partitions=settings.events_partitions, internal=True)
 accepted_topic = app.topic(topics.ACCEPTED, partitions=settings.events_partitions, internal=True)
 
@@ -80,15 +78,33 @@ accepted_topic = app.topic(topics.ACCEPTED, partitions=settings.events_partition
 state_table = app.Table("judge-state", partitions=settings.events_partitions, key_type=str, value_type=str)
 
 
+encode_json = msgspec.json.Encoder().encode
+# Journal records not yet handed to the producer: (partition, key, stored value or None).
+_unsent: list[tuple[int, str, str | None]] = []
+
+
 def _write_state(partition: int, key: str, value: str | None) -> None:
-    """One journal record to the table and its changelog, in the given partition."""
-    if value is None:
+    """One journal record to the table now, and to its changelog by ``persist``."""
+    stored = None if value is None else f"{partition}|{value}"
+    if stored is None:
         state_table.data.pop(key, None)
-        state_table.send_changelog(partition, key, None, value_serializer="raw")
     else:
-        stored = f"{partition}|{value}"
         state_table.data[key] = stored
-        state_table.send_changelog(partition, key, stored)
+    _unsent.append((partition, key, stored))
+
+
+async def persist() -> None:
+    """Hand the journal's new records to the producer before the offsets they cover can be
+    committed. Not through faust's send_changelog: its buffer's flush gives up after 0.1 s
+    without a send, so faust could commit an offset whose journal records were still
+    buffered, and a kill -9 then lost them (facts, published ids). Records handed to the
+    producer itself are flushed by faust's commit before it commits."""
+    topic = state_table.changelog_topic.get_topic_name()
+    records = _unsent.copy()
+    _unsent.clear()
+    for partition, key, stored in records:  # JSON strings, as faust reads a str table back
+        value = None if stored is None else encode_json(stored)
+        await app.producer.send(topic, encode_json(key), value, partition, None, None)
 
 
 pack_names = list(settings.packs) or available_packs()
@@ -120,6 +136,7 @@ judge = Judge(
     grace=timedelta(seconds=settings.grace_seconds),
     # Input sources are the partitions of frt.events.v1 (a judged event's origin is partition:offset).
     sources=tuple(str(partition) for partition in range(settings.events_partitions)),
+    marks_only=True,
 )
 
 
@@ -157,9 +174,6 @@ async def route() -> None:
     await router.run()
 
 
-encode_event = msgspec.json.Encoder().encode
-
-
 def lane_key(lane: int) -> bytes:
     """Accepted events keep their lane's order in one partition, however many it has."""
     return str(lane).encode()
@@ -182,17 +196,19 @@ async def judge_lane(stream: Any) -> None:
                 # The source position names the message, so a redelivery is not taken for a replay.
                 verdict = judge.judge(raw, f"{source[1]}:{source[2]}", lane)
                 if verdict.accepted is not None:
-                    accepted.add(source, encode_event(verdict.accepted))
+                    accepted.add(source, encode_json(verdict.accepted))
                     metrics.accepted(verdict.accepted)
                 for problem in verdict.problems:
                     await dead_letter(raw, f"{problem.reason}: {problem.detail}", source)
                 await publish(verdict.violations)
             if accepted.items:
                 await app.producer.send(topics.ACCEPTED, lane_key(lane), accepted.encode(), None, None, None)
-            for partition, reached, caught_up in bundle.marks:
+            for partition, reached, caught_up_at in bundle.marks:
                 reached_at = parse_timestamp(reached) if reached else None
+                caught_up = datetime.fromtimestamp(caught_up_at, UTC) if caught_up_at else None
                 await publish(judge.mark(lane, str(partition), reached_at, caught_up))
             journal.commit(lane, event.message.offset)
+            await persist()
 
 
 @app.timer(interval=1.0)
@@ -208,6 +224,7 @@ async def publish_decided(violations: list[Violation]) -> None:
         by_event.setdefault(violation.event_ids[0], []).append(violation.violation_id)
     await publish(violations)
     journal.commit_decided(by_event, int(time.time() * 1000))
+    await persist()
 
 
 @app.timer(interval=2.0)

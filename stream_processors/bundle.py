@@ -4,7 +4,8 @@ per-message costs (faust's stream machinery, a Kafka record) are then paid per b
 than per event.
 
 A bundle may also carry progress marks instead: for each source partition the router reads,
-the latest event time it has passed on and whether it had caught up with the partition's end.
+the latest event time it has passed on and when it found itself caught up with the
+partition's end (a claim that ages: a mark read again after a restart no longer vouches).
 They are sent to every lane after the events they vouch for, so a lane that reads a mark has
 read everything the mark covers."""
 
@@ -14,11 +15,13 @@ import msgspec
 
 MAX_BUNDLE_BYTES = 512 * 1024  # well under Kafka's default 1 MiB message limit
 Source = tuple[str, int, int]
-Mark = tuple[int, str, bool]  # (source partition, latest occurred_at passed on or "", caught up)
+# (source partition, latest occurred_at passed on or "", when the reader found itself caught up,
+# in epoch seconds, or 0.0 if it was not)
+Mark = tuple[int, str, float]
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(
-    tuple[list[tuple[tuple[str, int, int], bytes]], list[tuple[int, str, bool]]]
+    tuple[list[tuple[tuple[str, int, int], bytes]], list[tuple[int, str, float]]]
 )
 
 

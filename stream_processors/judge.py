@@ -47,6 +47,7 @@ class Judge:
         grace: timedelta = timedelta(seconds=10),
         sources: tuple[str, ...] = (),
         published_window: int = 500_000,
+        marks_only: bool = False,
     ) -> None:
         self.gate = gate
         self._grace, self._sources, self._packs = grace, sources, packs
@@ -55,6 +56,11 @@ class Judge:
         self._published_order: deque[str] = deque()
         self._published_window = published_window
         self.engines: dict[int, Engine] = {}
+        # In the processor event time follows the router's marks alone: a batch reaches a lane
+        # as one bundle per operator, and one operator's bundle, judged first, would carry
+        # event time past the events of another's bundle still to come (after a backlog: ten
+        # seconds and more). Offline, in file order, every event moves it.
+        self._marks_only = marks_only
 
     def engine(self, lane: int) -> Engine:
         engine = self.engines.get(lane)
@@ -89,7 +95,7 @@ class Judge:
         engine = self.engine(lane)
         if event.event_type in FACT_TYPES:
             self.facts[event.event_id] = f"{lane}|{raw.decode()}"
-        found = engine.process(event, source=origin.rpartition(":")[0])
+        found = engine.process(event, source=None if self._marks_only else origin.rpartition(":")[0])
         if engine.last_queued:
             self.pending[event.event_id] = f"{lane}|{raw.decode()}"
         self._forget_decided()
@@ -100,9 +106,11 @@ class Judge:
         """A bundle with events of these sources is next (see Engine.expect)."""
         self.engine(lane).expect(sources)
 
-    def mark(self, lane: int, source: str, reached: datetime | None, caught_up: bool) -> list[Violation]:
+    def mark(
+        self, lane: int, source: str, reached: datetime | None, caught_up_at: datetime | None
+    ) -> list[Violation]:
         """A source's progress as the lane's reader reported it (see Engine.mark)."""
-        found = self.engine(lane).mark(source, reached, caught_up)
+        found = self.engine(lane).mark(source, reached, caught_up_at)
         self._forget_decided()
         return self._unpublished(found)
 

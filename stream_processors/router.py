@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -54,11 +54,17 @@ class Routed:
     reached: dict[int, datetime] = field(default_factory=dict)  # source partition -> latest event time
 
 
-def route(records: Iterable[tuple[Source, bytes]]) -> Routed:
-    """Split a batch into bundles by operator (in message order), and note what cannot be routed."""
+def route(records: Iterable[tuple[Source, bytes, int]]) -> Routed:
+    """Split a batch of (source, value, Kafka timestamp in ms) into bundles by operator (in
+    message order), note what cannot be routed, and how far each partition has got.
+
+    A partition's progress is the latest occurred_at passed on, but never later than the
+    record's own Kafka timestamp (when it was sent, or appended): a message claiming a time
+    years ahead (hostile, or a clock gone wrong) must not vouch that the rest of a backlog
+    has been read."""
     routed = Routed()
     open_bundles: dict[str, Bundle] = {}
-    for source, raw in records:
+    for source, raw, timestamp_ms in records:
         try:
             if len(raw) > MAX_MESSAGE_BYTES:
                 raise ValueError("too large")
@@ -77,6 +83,8 @@ def route(records: Iterable[tuple[Source, bytes]]) -> Routed:
             routed.bundles.append((operator_id, open_bundles.pop(operator_id)))
         try:
             at = parse_timestamp(occurred_at)
+            if timestamp_ms >= 0:
+                at = min(at, datetime.fromtimestamp(timestamp_ms / 1000, UTC))
         except ValueError:
             continue  # not a real date: the judge refuses it, and it says nothing of progress
         if source[1] not in routed.reached or at > routed.reached[source[1]]:
@@ -125,7 +133,13 @@ class Router:
 
     async def _route(self, batches: dict[TopicPartition, list[Any]]) -> None:
         records = [
-            ((tp.topic, tp.partition, r.offset), r.value or b"") for tp, rs in batches.items() for r in rs
+            (
+                (tp.topic, tp.partition, r.offset),
+                r.value or b"",
+                r.timestamp if r.timestamp is not None else -1,
+            )
+            for tp, rs in batches.items()
+            for r in rs
         ]
         routed = route(records)
         sends = [
@@ -151,13 +165,13 @@ class Router:
         marks: list[Mark] = []
         for tp in partitions:
             end = self.consumer.highwater(tp)
-            caught_up = False
+            caught_up_at = 0.0
             if reading and end is not None:
                 position = await self.consumer.position(tp)
-                caught_up = position >= end
+                caught_up_at = time.time() if position >= end else 0.0
                 self.metrics.consumer_lag.labels(str(tp.partition)).set(max(0, end - position))
             reached = self._reached.get(tp.partition)
-            marks.append((tp.partition, format_timestamp(reached) if reached else "", caught_up))
+            marks.append((tp.partition, format_timestamp(reached) if reached else "", caught_up_at))
         if marks:
             value = Bundle(marks=marks).encode()
             await asyncio.gather(

@@ -129,17 +129,19 @@ class Engine:
                 found += self._advance()
         return found
 
-    def mark(self, source: str, reached: datetime | None, caught_up: bool) -> list[Violation]:
+    def mark(self, source: str, reached: datetime | None, caught_up_at: datetime | None) -> list[Violation]:
         """Progress reported by a source's reader: it has passed on every event of ``source``
-        up to event time ``reached``, and ``caught_up`` says it found nothing more to read.
-        A caught-up source holds nothing back; when every source is caught up the stream is
-        quiet and ``tick`` lets wall-clock time stand in for event time."""
+        up to event time ``reached``, and ``caught_up_at`` is when it found nothing more to
+        read (None: it had more). A caught-up source holds nothing back; when every source is
+        caught up the stream is quiet and ``tick`` lets wall-clock time stand in for event
+        time. The claim holds for mark_ttl from when it was made, not from when it is read:
+        a mark read again after a restart tells of a past moment and vouches for nothing."""
         if reached is not None:
             self._reach(source, reached)
         else:
             self._source_times.setdefault(source, None)
-        if caught_up:
-            self._caught_up[source] = self.clock()
+        if caught_up_at is not None:
+            self._caught_up[source] = min(caught_up_at, self.clock())
         else:
             self._caught_up.pop(source, None)
         return self._advance()

@@ -2,6 +2,7 @@
 simulator with its ground truth, and reading topics back."""
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -16,7 +17,8 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from audit.sink import TOPICS as SINK_TOPICS
-from contracts import topics
+from audit.store import Store
+from contracts import ContractError, decode_event, topics
 from frtwatch.stack.kafka import KafkaCluster
 from producers.simulator import Simulation, plan, write_keys
 
@@ -175,3 +177,62 @@ def sink_caught_up(kafka: KafkaCluster) -> bool:
 def fleet_keys(tmp_path: Path, seed: int) -> None:
     """The fleet's keys, for the workers to load before the simulator starts."""
     write_keys(tmp_path / "keys.json", plan(Simulation(seed=seed))[0])
+
+
+def accepted_event_ids(kafka: KafkaCluster, refused: set[str]) -> set[str]:
+    """Event ids of the input messages the processor should accept: valid, and not labelled
+    as refused in the ground truth (a duplicate event_id counts once)."""
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    partitions = [
+        TopicPartition(topics.EVENTS, p) for p in consumer.partitions_for_topic(topics.EVENTS) or []
+    ]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    end = consumer.end_offsets(partitions)
+    ids: set[str] = set()
+    while any(consumer.position(tp) < end[tp] for tp in partitions):
+        for records in consumer.poll(timeout_ms=500).values():
+            for record in records:
+                if hashlib.sha256(record.value).hexdigest() in refused:
+                    continue
+                with contextlib.suppress(ContractError):
+                    ids.add(decode_event(record.value).event_id)
+    consumer.close()
+    return ids
+
+
+def check_audit_log(kafka: KafkaCluster, tmp_path: Path) -> set[tuple[str, str, str]]:
+    """The audit log (chDB under tmp_path, with every service stopped) holds exactly what the
+    pipeline had to write: each entry once, seqs without gaps, the ground truth's violations,
+    every labelled bad input's dead letter without its bytes, and exactly the accepted events.
+    Returns the violations found."""
+    want, dead = expected(tmp_path)
+    store = Store(f"chdb://{tmp_path / 'data' / 'clickhouse'}")
+    try:
+        db = store.db
+        rows = store.client.query(f"SELECT kind, entry_id, body FROM {db}.audit_log").result_rows
+        leaves = store.client.command(f"SELECT count() FROM {db}.audit_leaves")
+        seqs = store.client.query(
+            f"SELECT min(seq), max(seq), count(DISTINCT seq) FROM {db}.audit_log"
+        ).result_rows
+    finally:
+        store.close()
+    assert len(rows) == len({entry_id for _, entry_id, _ in rows}), "an entry was written twice"
+    assert leaves == len(rows) and seqs == [(0, len(rows) - 1, len(rows))], "the log has gaps or extra rows"
+
+    violations = {
+        (v["policy_pack"], v["rule_id"], v["event_ids"][0])
+        for kind, _, body in rows
+        if kind == "violation"
+        for v in [json.loads(body)]
+    }
+    assert violations == want, (len(violations - want), len(want - violations))
+    lettered = {json.loads(body)["original_sha256"] for kind, _, body in rows if kind == "dead_letter"}
+    assert set(dead) <= lettered, {dead[h] for h in set(dead) - lettered}
+    # A seq gap is reported and accepted; a replay repeats the bytes of an accepted original.
+    refused = {sha for sha, kind in dead.items() if kind not in ("seq_gap", "replayed_event_id")}
+    events = {entry_id for kind, entry_id, _ in rows if kind == "event"}
+    assert events == accepted_event_ids(kafka, refused)
+    assert all('original"' not in body for _, _, body in rows), "a dead letter kept the original bytes"
+
+    return violations

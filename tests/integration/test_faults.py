@@ -1,0 +1,125 @@
+"""Faults during a simulated run, each bounded and on loopback: afterwards the audit log holds
+exactly what the pipeline had to write (tests.integration.pipeline.check_audit_log)."""
+
+import time
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from frtwatch.stack.kafka import KafkaCluster
+from frtwatch.stack.monitoring import Alertmanager
+from frtwatch.stack.process import free_ports
+from frtwatch.stack.webhook import WebhookReceiver
+from tests.integration.pipeline import (
+    Worker,
+    check_audit_log,
+    expected,
+    fleet_keys,
+    simulate,
+    sink_caught_up,
+    wait_for_verdicts,
+    wait_until_assigned,
+)
+
+SINK = ("audit", "sink", "--batch-rows", "500", "--checkpoint-seconds", "2")
+
+
+def wait_for_the_sink(kafka: KafkaCluster, sink: Worker, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not sink_caught_up(kafka):
+        assert time.monotonic() < deadline, "the sink never caught up"
+        assert sink.proc.poll() is None, "the sink died"
+        time.sleep(1)
+    time.sleep(3)  # its last checkpoint
+
+
+def test_kill_9_of_the_worker_three_times_loses_and_repeats_nothing(
+    kafka_alone: KafkaCluster, tmp_path: Path
+) -> None:
+    fleet_keys(tmp_path, seed=31)
+    workers = [Worker(kafka_alone, tmp_path, tmp_path / "keys.json", "worker-1")]
+    sink = Worker(kafka_alone, tmp_path, tmp_path / "keys.json", "sink", SINK)
+    sim = None
+    try:
+        wait_until_assigned(workers)
+        sim = simulate(kafka_alone, tmp_path, seed=31, events=12000, rate=200)
+        for n in (2, 3, 4):  # kill -9 while it judges, and a supervisor's restart at once
+            wait_until_assigned(workers[-1:])
+            time.sleep(4)
+            assert sim.poll() is None, "the run ended before the third kill"
+            workers[-1].kill()
+            workers.append(Worker(kafka_alone, tmp_path, tmp_path / "keys.json", f"worker-{n}"))
+        assert sim.wait(timeout=180) == 0
+        found = wait_for_verdicts(kafka_alone, expected(tmp_path)[0], timeout=120)
+        ids = [v["violation_id"] for v in found]
+        assert len(ids) == len(set(ids)), "a violation was published twice"
+        wait_for_the_sink(kafka_alone, sink)
+    finally:
+        if sim is not None:
+            sim.kill()
+        for worker in workers:
+            worker.stop()
+        sink.stop()
+    check_audit_log(kafka_alone, tmp_path)
+
+
+def metric(port: int, name: str) -> float:
+    """A counter's value from a /metrics page."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        page = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+def test_alertmanager_down_for_60_s_delays_the_pages_and_loses_none(
+    kafka_alone: KafkaCluster, tmp_path: Path
+) -> None:
+    receiver = WebhookReceiver()
+    am_port, metrics_port = free_ports(2)
+    alertmanager = Alertmanager(tmp_path / "am", am_port, webhook_base=receiver.url)
+    alertmanager.start()
+    fleet_keys(tmp_path, seed=33)
+    env = {
+        "FRTWATCH_ALERTMANAGER_URL": alertmanager.url,
+        "FRTWATCH_PROCESSOR_METRICS_PORT": str(metrics_port),
+    }
+    worker = Worker(kafka_alone, tmp_path, tmp_path / "keys.json", "worker", env=env)
+    sim = None
+    try:
+        wait_until_assigned([worker])
+        alertmanager.process.stop()  # down before the run, so no page can be in flight inside it
+        sim = simulate(kafka_alone, tmp_path, seed=33, events=9000, rate=100)
+        time.sleep(60)
+        failures = metric(metrics_port, "frtwatch_alerts_push_failures_total")
+        assert failures > 0, "nothing was pushed while Alertmanager was down"
+        alertmanager.start()
+        assert sim.wait(timeout=120) == 0
+        found = wait_for_verdicts(kafka_alone, expected(tmp_path)[0], timeout=120)
+        pages = {v["violation_id"] for v in found if v["severity"] in ("critical", "high")}
+        deadline = time.monotonic() + 90  # the backoff is at most 30 s, then Alertmanager's grouping
+        while not pages <= paged(receiver):
+            assert time.monotonic() < deadline, f"{len(pages - paged(receiver))} of {len(pages)} never paged"
+            time.sleep(1)
+        assert metric(metrics_port, "frtwatch_alerts_dropped_total") == 0
+        assert paged(receiver) <= {v["violation_id"] for v in found}  # nothing paged that is no violation
+    finally:
+        if sim is not None:
+            sim.kill()
+        worker.stop()
+        alertmanager.process.stop()
+        receiver.close()
+
+
+def paged(receiver: WebhookReceiver) -> set[str]:
+    """The violation ids security staff were paged about."""
+    return {
+        alert["labels"].get("violation_id", "")
+        for notification in receiver.received()
+        if notification.receiver == "security"
+        for alert in notification.alerts()
+    } - {""}
