@@ -1,12 +1,15 @@
 """Faults during a simulated run, each bounded and on loopback: afterwards the audit log holds
 exactly what the pipeline had to write (tests.integration.pipeline.check_audit_log)."""
 
+import os
+import signal
 import time
 import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts import topics
 from frtwatch.stack.kafka import KafkaCluster
 from frtwatch.stack.monitoring import Alertmanager
 from frtwatch.stack.process import free_ports
@@ -16,11 +19,13 @@ from tests.integration.pipeline import (
     check_audit_log,
     expected,
     fleet_keys,
+    read_topic,
     simulate,
     sink_caught_up,
     wait_for_verdicts,
     wait_until_assigned,
 )
+from tests.integration.test_audit import wait_for_log
 
 SINK = ("audit", "sink", "--batch-rows", "500", "--checkpoint-seconds", "2")
 
@@ -123,3 +128,53 @@ def paged(receiver: WebhookReceiver) -> set[str]:
         if notification.receiver == "security"
         for alert in notification.alerts()
     } - {""}
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_the_sink_frozen_for_60_s_catches_up_with_nothing_lost_or_doubled(
+    kafka_alone: KafkaCluster, tmp_path: Path
+) -> None:
+    """SIGSTOP freezes the sink and its embedded ClickHouse alike: the audit log is unavailable
+    while the pipeline goes on. Kafka drops the sink from its group meanwhile; once resumed, its
+    commit of the batch in hand fails and it must take the log as it is, write nothing twice,
+    and catch up with bounded memory."""
+    fleet_keys(tmp_path, seed=35)
+    worker = Worker(kafka_alone, tmp_path, tmp_path / "keys.json", "worker")
+    sink = Worker(kafka_alone, tmp_path, tmp_path / "keys.json", "sink", SINK)
+    sim = None
+    try:
+        wait_until_assigned([worker])
+        sim = simulate(kafka_alone, tmp_path, seed=35, events=9000, rate=100)
+        wait_for_log(sink, "checkpoint signed")  # it has written entries
+        before = rss_mib(sink.proc.pid)
+        judged = len(read_topic(kafka_alone, topics.VIOLATIONS))
+        os.kill(sink.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(60)
+            assert len(read_topic(kafka_alone, topics.VIOLATIONS)) > judged, "processing waited for the sink"
+        finally:
+            os.kill(sink.proc.pid, signal.SIGCONT)
+        assert sim.wait(timeout=120) == 0
+        wait_for_verdicts(kafka_alone, expected(tmp_path)[0], timeout=120)
+        peak = before
+        deadline = time.monotonic() + 180
+        while not sink_caught_up(kafka_alone):
+            assert time.monotonic() < deadline, "the sink never caught up"
+            assert sink.proc.poll() is None, "the sink died"
+            peak = max(peak, rss_mib(sink.proc.pid))
+            time.sleep(0.5)
+        time.sleep(3)  # its last checkpoint
+        # A minute of backlog is read a batch at a time, not held at once.
+        assert peak < before + 256, (before, peak)
+    finally:
+        if sim is not None:
+            sim.kill()
+        worker.stop()
+        sink.stop()
+    check_audit_log(kafka_alone, tmp_path)
