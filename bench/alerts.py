@@ -12,7 +12,6 @@ grouping, webhook), with p50/p99 of each and of the whole, by rule.
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from bench.harness import local_kafka, write_results
+from bench.harness import local_kafka, service_env, write_results
 from contracts import topics
 from contracts.timestamps import parse_timestamp
 from frtwatch.stack.monitoring import Alertmanager, Prometheus
@@ -72,16 +71,14 @@ def main() -> None:
         prometheus = Prometheus(home / "prom", prometheus_port, alertmanager_port, metrics_port, 0)
         alertmanager.start()
         prometheus.start()
-        env = {
-            **os.environ,
-            "FRTWATCH_HOME": str(home),
-            "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
-            "FRTWATCH_EVENTS_PARTITIONS": str(PARTITIONS),
-            "FRTWATCH_KEYS_FILE": str(home / "keys.json"),
-            "FRTWATCH_ALERTMANAGER_URL": alertmanager.url,
-            "FRTWATCH_PROCESSOR_METRICS_PORT": str(metrics_port),
-            "FRTWATCH_GRACE_SECONDS": str(args.grace),
-        }
+        env = service_env(
+            home,
+            kafka,
+            PARTITIONS,
+            FRTWATCH_ALERTMANAGER_URL=alertmanager.url,
+            FRTWATCH_PROCESSOR_METRICS_PORT=str(metrics_port),
+            FRTWATCH_GRACE_SECONDS=str(args.grace),
+        )
         frtwatch = [sys.executable, "-m", "frtwatch"]
         simulate = [*frtwatch, "simulate", "--seed", str(args.seed), "--keys-file", str(home / "keys.json")]
         keys_only = [*simulate, "--events", "1", "--output", str(home / "keys-only.jsonl")]

@@ -21,7 +21,6 @@ webhook) and Prometheus scraping both. In the same run:
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -36,7 +35,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from audit.sink import TOPICS as SINK_TOPICS
-from bench.harness import local_kafka, write_results
+from bench.harness import local_kafka, service_env, write_results
 from bench.processor import PRELOAD_EVENT_RATE, WAITING_RULES, preload
 from contracts import topics
 from contracts.timestamps import parse_timestamp
@@ -279,16 +278,14 @@ def main() -> None:
         prometheus = Prometheus(home / "prom", prom_port, am_port, processor_metrics, sink_metrics)
         alertmanager.start()
         prometheus.start()
-        env = {
-            **os.environ,
-            "FRTWATCH_HOME": str(home),
-            "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
-            "FRTWATCH_EVENTS_PARTITIONS": str(PARTITIONS),
-            "FRTWATCH_KEYS_FILE": str(home / "keys.json"),
-            "FRTWATCH_ALERTMANAGER_URL": alertmanager.url,
-            "FRTWATCH_PROCESSOR_METRICS_PORT": str(processor_metrics),
-            "FRTWATCH_AUDIT_METRICS_PORT": str(sink_metrics),
-        }
+        env = service_env(
+            home,
+            kafka,
+            PARTITIONS,
+            FRTWATCH_ALERTMANAGER_URL=alertmanager.url,
+            FRTWATCH_PROCESSOR_METRICS_PORT=str(processor_metrics),
+            FRTWATCH_AUDIT_METRICS_PORT=str(sink_metrics),
+        )
         services = [start(home, env, "worker", "process"), start(home, env, "sink", "audit", "sink")]
         progress = SinkProgress(kafka)
         progress.start()

@@ -57,6 +57,19 @@ def local_kafka(home: Path) -> Iterator[KafkaCluster]:
         cluster.stop()
 
 
+def service_env(home: Path, kafka: KafkaCluster, partitions: int, **settings: str) -> dict[str, str]:
+    """The environment of a frtwatch service a benchmark starts: its home, this Kafka, the
+    events' partitions, the fleet's keys (home/keys.json), and any other FRTWATCH_* settings."""
+    return {
+        **os.environ,
+        "FRTWATCH_HOME": str(home),
+        "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+        "FRTWATCH_EVENTS_PARTITIONS": str(partitions),
+        "FRTWATCH_KEYS_FILE": str(home / "keys.json"),
+        **settings,
+    }
+
+
 def write_results(name: str, results: dict[str, Any], table: str) -> Path:
     """bench/results/NAME.json (figures) and NAME.md (the table), with machine and command."""
     RESULTS.mkdir(exist_ok=True)

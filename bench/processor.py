@@ -29,7 +29,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from bench.harness import local_kafka, write_results
+from bench.harness import local_kafka, service_env, write_results
 from contracts import topics
 from contracts.timestamps import parse_timestamp
 from frtwatch.stack.kafka import KafkaCluster
@@ -124,13 +124,7 @@ def faust_floor(kafka: KafkaCluster, count: int) -> float:
 
 
 def start_worker(kafka: KafkaCluster, home: Path, keys: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "FRTWATCH_HOME": str(home),
-        "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
-        "FRTWATCH_EVENTS_PARTITIONS": str(PARTITIONS),
-        "FRTWATCH_KEYS_FILE": str(keys),
-    }
+    env = service_env(home, kafka, PARTITIONS, FRTWATCH_KEYS_FILE=str(keys))
     log = (home / "worker.log").open("wb")
     return subprocess.Popen([sys.executable, "-m", "frtwatch", "process"], env=env, stdout=log, stderr=log)
 

@@ -61,6 +61,8 @@ def decode_event(raw: bytes) -> Event:
         raise _contract_error(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise ContractError(f"not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # msgspec's own depth limit, some thousand levels in
+        raise ContractError("JSON nested too deeply", code="invalid_json") from None
 
 
 def _contract_error(message: str) -> ContractError:

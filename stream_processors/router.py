@@ -70,7 +70,7 @@ def route(records: Iterable[tuple[Source, bytes, int]]) -> Routed:
                 raise ValueError("too large")
             head = _head.decode(raw)
             operator_id, occurred_at = head.operator_id, head.occurred_at
-        except (msgspec.DecodeError, ValueError):
+        except (msgspec.DecodeError, ValueError, RecursionError):
             try:  # the full decoder names the reason
                 event = decode_event(raw)
             except ContractError as error:

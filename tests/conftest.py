@@ -13,9 +13,10 @@ from frtwatch.stack.process import StackError, free_ports
 EVENTS_PARTITIONS = 6
 
 
-def running_kafka(home: Path, partitions: int) -> Iterator[KafkaCluster]:
-    """A real single-node Kafka (KRaft) with the contract topics, stopped afterwards."""
-    cluster = KafkaCluster.on_free_ports(home)
+def running_kafka(home: Path, partitions: int, brokers: int = 1) -> Iterator[KafkaCluster]:
+    """A real Kafka (KRaft; one node, or three with replication 3) with the contract topics,
+    stopped afterwards."""
+    cluster = KafkaCluster.on_free_ports(home, brokers)
     try:
         cluster.start(timeout=120)
         cluster.create_topics(partitions)

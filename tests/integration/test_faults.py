@@ -7,16 +7,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import topics
 from frtwatch.stack.kafka import KafkaCluster
 from frtwatch.stack.monitoring import Alertmanager
-from frtwatch.stack.process import StackError, free_ports
+from frtwatch.stack.process import free_ports
 from frtwatch.stack.webhook import WebhookReceiver
 from tests.integration.pipeline import (
-    PARTITIONS,
     Worker,
     check_audit_log,
     expected,
@@ -182,16 +180,10 @@ def test_the_sink_frozen_for_60_s_catches_up_with_nothing_lost_or_doubled(
     check_audit_log(kafka_alone, tmp_path)
 
 
-def test_a_broker_killed_mid_stream_of_three_loses_nothing(tmp_path: Path) -> None:
+def test_a_broker_killed_mid_stream_of_three_loses_nothing(kafka_three: KafkaCluster, tmp_path: Path) -> None:
     """Replication 3, min.insync.replicas 2, acks=all: with one broker of three gone (kill -9)
     the run goes on, and the verdicts and the audit log are exactly those of the ground truth."""
-    cluster = KafkaCluster.on_free_ports(tmp_path / "kafka", brokers=3)
-    try:
-        cluster.start(timeout=180)
-        cluster.create_topics(PARTITIONS)
-    except StackError as error:
-        cluster.stop()
-        pytest.fail(f"three-broker Kafka could not start: {error}", pytrace=False)
+    cluster = kafka_three
     fleet_keys(tmp_path, seed=37)
     three = {"FRTWATCH_KAFKA_BROKERS": "3"}  # faust's own topics replicated too
     worker = Worker(cluster, tmp_path, tmp_path / "keys.json", "worker", env=three)
@@ -215,7 +207,4 @@ def test_a_broker_killed_mid_stream_of_three_loses_nothing(tmp_path: Path) -> No
             sim.kill()
         worker.stop()
         sink.stop()
-    try:
-        check_audit_log(cluster, tmp_path)
-    finally:
-        cluster.stop()
+    check_audit_log(cluster, tmp_path)

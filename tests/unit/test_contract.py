@@ -170,6 +170,21 @@ def test_a_message_over_64_kib_is_refused_before_parsing() -> None:
     assert str(refused.value) == f"message too large: {len(raw)} bytes, the limit is 65536"
 
 
+def test_json_nested_too_deeply_is_refused_not_raised() -> None:
+    """msgspec stops at some thousand levels with a RecursionError: a contract error, so a
+    hostile message is dead-lettered instead of stopping whoever decodes it."""
+    from stream_processors.router import route
+
+    example = json.loads(example_events()["recognition.performed"])
+    nested = json.dumps(example)[:-1].encode() + b', "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    for raw in (b'{"a":' * 5000 + b"1" + b"}" * 5000, nested):
+        with pytest.raises(ContractError) as error:
+            decode_event(raw)
+        assert error.value.code == "invalid_json" and "nested too deeply" in str(error.value)
+        routed = route([(("frt.events.v1", 0, 1), raw, -1)])
+        assert [reason.split(":")[0] for _, reason, _ in routed.dead] == ["invalid_json"]
+
+
 def test_a_message_of_exactly_64_kib_is_accepted() -> None:
     base = variant("media.deleted", padding="")
     raw = variant("media.deleted", padding="x" * (MAX_MESSAGE_BYTES - len(base)))
