@@ -75,18 +75,18 @@ def _contract_error(message: str) -> ContractError:
         field = f"{path}.{missing['name']}" if path else missing["name"]
         return ContractError("required field is missing", field.lstrip("."))
     field = path.lstrip(".") or None
+    code = "invalid_event"
     regex = _REGEX_MISMATCH.match(message)
     if regex:
         message = "not a UUID" if field in _UUID_FIELDS else _PATTERN_MEANINGS.get(regex["regex"], message)
     elif field == "type" and message.startswith("Invalid value"):
-        message = f"unknown event type {message.removeprefix('Invalid value ')}"
+        message, code = f"unknown event type {message.removeprefix('Invalid value ')}", "unknown_type"
     elif field == "schema" and message.startswith("Invalid enum value"):
-        message = (
-            f"unsupported schema version {message.removeprefix('Invalid enum value ')}, expected 'frt.v1'"
-        )
+        version = message.removeprefix("Invalid enum value ")
+        message, code = f"unsupported schema version {version}, expected 'frt.v1'", "unsupported_schema"
     elif field is None and message.startswith("Expected `object`"):
         message = f"an event must be a JSON object: {message}"
-    return ContractError(message, field)
+    return ContractError(message, field, code)
 
 
 def encode_event(event: Envelope) -> bytes:

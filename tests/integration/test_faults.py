@@ -69,15 +69,15 @@ def test_kill_9_of_the_worker_three_times_loses_and_repeats_nothing(
     check_audit_log(kafka_alone, tmp_path)
 
 
-def metric(port: int, name: str) -> float:
-    """A counter's value from a /metrics page."""
+def metric(port: int, name: str, **labels: str) -> float:
+    """A metric's value from a /metrics page (summed over the samples with these labels)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         page = response.read().decode()
     return sum(
         sample.value
         for family in text_string_to_metric_families(page)
         for sample in family.samples
-        if sample.name == name
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
     )
 
 
