@@ -36,7 +36,7 @@ from kafka.admin import NewTopic
 
 from audit.sink import TOPICS as SINK_TOPICS
 from bench.harness import local_kafka, service_env, write_results
-from bench.processor import PRELOAD_EVENT_RATE, WAITING_RULES, preload
+from bench.processor import PRELOAD_EVENT_RATE, WAITING_RULES, judged, preload, routed
 from contracts import topics
 from contracts.timestamps import parse_timestamp
 from frtwatch.stack.kafka import KafkaCluster, ensure_jars
@@ -156,45 +156,12 @@ def start(home: Path, env: dict[str, str], name: str, *args: str) -> subprocess.
     return subprocess.Popen([sys.executable, "-m", "frtwatch", *args], env=env, stdout=log, stderr=log)
 
 
-def group_offsets(
-    kafka: KafkaCluster, group: str, partitions: list[TopicPartition]
-) -> dict[TopicPartition, int]:
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
-    try:
-        offsets = admin.list_group_offsets(group)[group]
-        return {tp: offsets[tp].offset if tp in offsets else 0 for tp in partitions}
-    finally:
-        admin.close()
-
-
-def router_committed(kafka: KafkaCluster) -> int:
-    return sum(
-        group_offsets(
-            kafka, "frtwatch-router", [TopicPartition(topics.EVENTS, p) for p in range(PARTITIONS)]
-        ).values()
-    )
-
-
 def sustained(kafka: KafkaCluster, progress: SinkProgress, count: int) -> tuple[float, int]:
     """(events/s from the router's first commit until the audit log holds every accepted event,
     the largest sink lag seen meanwhile). Violations still waiting for their grace period then
     are decided by the quiet timer later, by design, and are left out of the rate."""
-    first_at = first_done = None
-    while True:
-        routed = router_committed(kafka)
-        if routed and first_at is None:
-            first_at, first_done = time.monotonic(), routed
-        if routed >= count:
-            break
-        time.sleep(0.2)
-    assert first_at is not None and first_done is not None
-    lanes = [TopicPartition(topics.LANES, p) for p in range(PARTITIONS)]
-    lane_ends = progress.ends.end_offsets(lanes)
-    while any(
-        committed < lane_ends[tp]
-        for tp, committed in group_offsets(kafka, "frtwatch-processor", lanes).items()
-    ):
-        time.sleep(0.1)
+    first_at, first_done = routed(kafka, count)
+    judged(kafka)
     accepted = [tp for tp in progress.partitions if tp.topic == topics.ACCEPTED]
     accepted_ends = progress.ends.end_offsets(accepted)
     while any(progress.committed()[tp] < accepted_ends[tp] for tp in accepted):

@@ -147,24 +147,33 @@ def lane_ends(kafka: KafkaCluster) -> dict[TopicPartition, int]:
         consumer.close()
 
 
-def worker_throughput(kafka: KafkaCluster, count: int) -> tuple[float, float]:
-    """(events/s judged, seconds from worker start to the first routed offset committed): the
-    router's committed offsets count events in; the run ends when the judge has committed every
-    lane up to where the last event's bundle was written."""
-    started = time.monotonic()
+def routed(kafka: KafkaCluster, count: int) -> tuple[float, int]:
+    """Wait until the router has committed ``count`` events; return when it first committed
+    any (so start-up is left out of a rate) and how many it had then."""
     first_at = first_done = None
     while True:
-        routed = sum(committed(kafka, "frtwatch-router", topic_partitions(topics.EVENTS)).values())
-        if routed and first_at is None:
-            first_at, first_done = time.monotonic(), routed
-        if routed >= count:
-            break
-        time.sleep(0.5)
-    assert first_at is not None and first_done is not None
+        done = sum(committed(kafka, "frtwatch-router", topic_partitions(topics.EVENTS)).values())
+        if done and first_at is None:
+            first_at, first_done = time.monotonic(), done
+        if done >= count:
+            assert first_at is not None and first_done is not None
+            return first_at, first_done
+        time.sleep(0.2)
+
+
+def judged(kafka: KafkaCluster) -> None:
+    """Wait until the judge has committed every lane up to where the router has written."""
     ends = lane_ends(kafka)
     while any(offset < ends[tp] for tp, offset in committed(kafka, "frtwatch-processor", list(ends)).items()):
-        time.sleep(0.5)
-    return (routed - first_done) / (time.monotonic() - first_at), first_at - started
+        time.sleep(0.2)
+
+
+def worker_throughput(kafka: KafkaCluster, count: int) -> tuple[float, float]:
+    """(events/s judged, seconds from worker start to the first routed offset committed)."""
+    started = time.monotonic()
+    first_at, first_done = routed(kafka, count)
+    judged(kafka)
+    return (count - first_done) / (time.monotonic() - first_at), first_at - started
 
 
 def latencies(
