@@ -21,10 +21,9 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from bench.harness import local_kafka, service_env, write_results
+from bench.harness import Alerting, local_kafka, service_env, write_results
 from contracts import topics
 from contracts.timestamps import parse_timestamp
-from frtwatch.stack.monitoring import Alertmanager, Prometheus
 from frtwatch.stack.process import free_ports
 from frtwatch.stack.webhook import WebhookReceiver
 
@@ -65,17 +64,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, local_kafka(Path(tmp) / "kafka") as kafka:
         home = Path(tmp)
         kafka.create_topics(PARTITIONS)
-        receiver = WebhookReceiver()
-        alertmanager_port, prometheus_port, metrics_port = free_ports(3)
-        alertmanager = Alertmanager(home / "am", alertmanager_port, webhook_base=receiver.url)
-        prometheus = Prometheus(home / "prom", prometheus_port, alertmanager_port, metrics_port, 0)
-        alertmanager.start()
-        prometheus.start()
+        (metrics_port,) = free_ports(1)
+        alerting = Alerting.start(home, metrics_port)
+        receiver = alerting.receiver
         env = service_env(
             home,
             kafka,
             PARTITIONS,
-            FRTWATCH_ALERTMANAGER_URL=alertmanager.url,
+            FRTWATCH_ALERTMANAGER_URL=alerting.alertmanager.url,
             FRTWATCH_PROCESSOR_METRICS_PORT=str(metrics_port),
             FRTWATCH_GRACE_SECONDS=str(args.grace),
         )
@@ -107,9 +103,7 @@ def main() -> None:
         finally:
             worker.terminate()
             worker.wait(60)
-            prometheus.process.stop()
-            alertmanager.process.stop()
-            receiver.close()
+            alerting.stop()
     received: dict[str, float] = {}
     for note in receiver.received():
         for alert in note.alerts():

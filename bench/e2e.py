@@ -35,14 +35,12 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from audit.sink import TOPICS as SINK_TOPICS
-from bench.harness import local_kafka, service_env, write_results
+from bench.harness import Alerting, local_kafka, records_since, service_env, write_results
 from bench.processor import PRELOAD_EVENT_RATE, WAITING_RULES, judged, preload, routed
 from contracts import topics
 from contracts.timestamps import parse_timestamp
 from frtwatch.stack.kafka import KafkaCluster, ensure_jars
-from frtwatch.stack.monitoring import Alertmanager, Prometheus
 from frtwatch.stack.process import free_ports
-from frtwatch.stack.webhook import WebhookReceiver
 from producers.sender import producer_settings
 from producers.simulator import Simulation, plan, run, write_keys
 
@@ -174,31 +172,22 @@ def sustained(kafka: KafkaCluster, progress: SinkProgress, count: int) -> tuple[
 def live_latencies(
     kafka: KafkaCluster, progress: SinkProgress, since: dict[TopicPartition, int], started: float
 ) -> dict[str, list[float]]:
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
-    partitions = list(since)
-    consumer.assign(partitions)
-    for tp, offset in since.items():
-        consumer.seek(tp, offset)
-    end = consumer.end_offsets(partitions)
     found: dict[str, list[float]] = {
         f"{kind}_{stage}": [] for kind in ("immediate", "waiting") for stage in ("detected", "logged")
     }
     missing = 0
-    while any(consumer.position(tp) < end[tp] for tp in partitions):
-        for tp, records in consumer.poll(timeout_ms=1000).items():
-            for record in records:
-                violation = json.loads(record.value)
-                occurred = parse_timestamp(violation["occurred_at"]).timestamp()
-                if occurred < started - 1:
-                    continue  # the fleet's history, sent first with old event times
-                kind = "waiting" if violation["rule_id"] in WAITING_RULES else "immediate"
-                landed = progress.landed_at(tp, record.offset)
-                if landed is None:
-                    missing += 1
-                    continue
-                found[f"{kind}_detected"].append(record.timestamp / 1000 - occurred)
-                found[f"{kind}_logged"].append(landed - occurred)
-    consumer.close()
+    for tp, record in records_since(kafka, since):
+        violation = json.loads(record.value)
+        occurred = parse_timestamp(violation["occurred_at"]).timestamp()
+        if occurred < started - 1:
+            continue  # the fleet's history, sent first with old event times
+        kind = "waiting" if violation["rule_id"] in WAITING_RULES else "immediate"
+        landed = progress.landed_at(tp, record.offset)
+        if landed is None:
+            missing += 1
+            continue
+        found[f"{kind}_detected"].append(record.timestamp / 1000 - occurred)
+        found[f"{kind}_logged"].append(landed - occurred)
     if missing:
         raise RuntimeError(f"{missing} violations never reached the audit log")
     return found
@@ -239,17 +228,13 @@ def main() -> None:
         print(f"kafka: {results['kafka']}", flush=True)
         preload(kafka, sim)
 
-        receiver = WebhookReceiver()
-        am_port, prom_port, processor_metrics, sink_metrics = free_ports(4)
-        alertmanager = Alertmanager(home / "am", am_port, webhook_base=receiver.url)
-        prometheus = Prometheus(home / "prom", prom_port, am_port, processor_metrics, sink_metrics)
-        alertmanager.start()
-        prometheus.start()
+        processor_metrics, sink_metrics = free_ports(2)
+        alerting = Alerting.start(home, processor_metrics, sink_metrics)
         env = service_env(
             home,
             kafka,
             PARTITIONS,
-            FRTWATCH_ALERTMANAGER_URL=alertmanager.url,
+            FRTWATCH_ALERTMANAGER_URL=alerting.alertmanager.url,
             FRTWATCH_PROCESSOR_METRICS_PORT=str(processor_metrics),
             FRTWATCH_AUDIT_METRICS_PORT=str(sink_metrics),
         )
@@ -294,9 +279,7 @@ def main() -> None:
                 service.terminate()
             for service in services:
                 service.wait(60)
-            prometheus.process.stop()
-            alertmanager.process.stop()
-            receiver.close()
+            alerting.stop()
     results["live"] = {
         "rate_events_s": live_rate,
         "sink_lag_p50": percentile([float(x) for x in live_lags], 50),
@@ -305,7 +288,9 @@ def main() -> None:
         **{name: len(values) for name, values in found.items() if name.endswith("_logged")},
         **{f"{name}_p{q}_s": percentile(values, q) for name, values in found.items() for q in (50, 99)},
     }
-    results["pages"] = len({a["labels"].get("violation_id") for n in receiver.received() for a in n.alerts()})
+    results["pages"] = len(
+        {a["labels"].get("violation_id") for n in alerting.receiver.received() for a in n.alerts()}
+    )
     kafka_rates = results["kafka"]
     assert isinstance(kafka_rates, dict)
     live = results["live"]

@@ -7,12 +7,18 @@ import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from kafka import KafkaConsumer, TopicPartition
+
 from frtwatch.stack.kafka import KafkaCluster, kafka_version
+from frtwatch.stack.monitoring import Alertmanager, Prometheus
+from frtwatch.stack.process import free_ports
+from frtwatch.stack.webhook import WebhookReceiver
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -55,6 +61,49 @@ def local_kafka(home: Path) -> Iterator[KafkaCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@dataclass
+class Alerting:
+    """Alertmanager paging a local webhook receiver, and Prometheus scraping the services."""
+
+    receiver: WebhookReceiver
+    alertmanager: Alertmanager
+    prometheus: Prometheus
+
+    @classmethod
+    def start(cls, home: Path, processor_metrics: int, sink_metrics: int = 0) -> "Alerting":
+        receiver = WebhookReceiver()
+        am_port, prom_port = free_ports(2)
+        alertmanager = Alertmanager(home / "am", am_port, webhook_base=receiver.url)
+        prometheus = Prometheus(home / "prom", prom_port, am_port, processor_metrics, sink_metrics)
+        alertmanager.start()
+        prometheus.start()
+        return cls(receiver, alertmanager, prometheus)
+
+    def stop(self) -> None:
+        self.prometheus.process.stop()
+        self.alertmanager.process.stop()
+        self.receiver.close()
+
+
+def records_since(
+    kafka: KafkaCluster, since: dict[TopicPartition, int]
+) -> Iterator[tuple[TopicPartition, Any]]:
+    """Every record of these partitions from the given offsets up to their ends now."""
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    try:
+        partitions = list(since)
+        consumer.assign(partitions)
+        for tp, offset in since.items():
+            consumer.seek(tp, offset)
+        end = consumer.end_offsets(partitions)
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            for tp, records in consumer.poll(timeout_ms=1000).items():
+                for record in records:
+                    yield tp, record
+    finally:
+        consumer.close()
 
 
 def service_env(home: Path, kafka: KafkaCluster, partitions: int, **settings: str) -> dict[str, str]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from bench.harness import local_kafka, service_env, write_results
+from bench.harness import local_kafka, records_since, service_env, write_results
 from contracts import topics
 from contracts.timestamps import parse_timestamp
 from frtwatch.stack.kafka import KafkaCluster
@@ -182,25 +182,16 @@ def latencies(
     """Seconds to the violation record of the given events (by their emit times): from
     occurred_at, and from the moment the generator sent the event (so a generator running
     behind its schedule shows apart), for rules decided at once and rules that wait."""
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
-    partitions = list(since)
-    consumer.assign(partitions)
-    for tp, offset in since.items():
-        consumer.seek(tp, offset)
-    end = consumer.end_offsets(partitions)
     found: dict[str, list[float]] = {"immediate": [], "immediate_sent": [], "waiting": [], "waiting_sent": []}
-    while any(consumer.position(tp) < end[tp] for tp in partitions):
-        for records in consumer.poll(timeout_ms=1000).values():
-            for record in records:
-                violation = json.loads(record.value)
-                sent = emitted.get(violation["event_ids"][0])
-                occurred = parse_timestamp(violation["occurred_at"]).timestamp()
-                if sent is None or occurred < time.time() - 3600:
-                    continue  # another phase's, or history the simulator backfills months back
-                kind = "waiting" if violation["rule_id"] in WAITING_RULES else "immediate"
-                found[kind].append(record.timestamp / 1000 - occurred)
-                found[f"{kind}_sent"].append(record.timestamp / 1000 - sent)
-    consumer.close()
+    for _, record in records_since(kafka, since):
+        violation = json.loads(record.value)
+        sent = emitted.get(violation["event_ids"][0])
+        occurred = parse_timestamp(violation["occurred_at"]).timestamp()
+        if sent is None or occurred < time.time() - 3600:
+            continue  # another phase's, or history the simulator backfills months back
+        kind = "waiting" if violation["rule_id"] in WAITING_RULES else "immediate"
+        found[kind].append(record.timestamp / 1000 - occurred)
+        found[f"{kind}_sent"].append(record.timestamp / 1000 - sent)
     return found
 
 
