@@ -12,6 +12,7 @@ from kafka import KafkaProducer
 
 from contracts import canonical_json, topics
 from contracts.timestamps import now_timestamp
+from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger("frtwatch.api")
 
@@ -49,7 +50,9 @@ def query_record(
 
 
 class QueryLog:
-    def __init__(self, bootstrap_servers: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self, bootstrap_servers: str, timeout: float = 10.0, security: KafkaSecurity = PLAINTEXT
+    ) -> None:
         self.timeout = timeout
         self.producer = KafkaProducer(
             bootstrap_servers=bootstrap_servers,
@@ -58,6 +61,7 @@ class QueryLog:
             retries=5,
             max_block_ms=int(timeout * 1000),  # a send waiting for metadata blocks no longer either
             client_id="frtwatch-api",
+            **security.kafka_python(),
         )
 
     def record(self, record: dict[str, Any]) -> None:

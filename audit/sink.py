@@ -29,6 +29,7 @@ from audit.idfilter import IdFilter
 from audit.merkle import Frontier, leaf_hash
 from audit.store import Store
 from contracts import topics
+from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from stream_processors.bundle import Bundle
 from stream_processors.metrics import SinkMetrics
 
@@ -60,6 +61,7 @@ class AuditSink:
     store: Store
     signer: Signer
     bootstrap_servers: str
+    security: KafkaSecurity = PLAINTEXT
     batch_rows: int = 20_000
     batch_seconds: float = 1.0
     checkpoint_seconds: float = 10.0
@@ -102,6 +104,7 @@ class AuditSink:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.batch_rows,
+            **self.security.kafka_python(),
         )
         batch: list[Entry] = []
         offsets: dict[TopicPartition, int] = {}

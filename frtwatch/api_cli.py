@@ -46,6 +46,7 @@ def api_serve(
     from audit.query_log import QueryLog
     from audit.sink import AuditSink
     from audit.store import Store
+    from frtwatch.kafka_security import KafkaSecurityError
     from stream_processors.metrics import SinkMetrics
     from stream_processors.metrics import serve as serve_metrics
 
@@ -59,8 +60,8 @@ def api_serve(
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
     try:
-        query_log = QueryLog(settings.bootstrap_servers)
-    except KafkaError as error:  # no query may go unrecorded, so none is served
+        query_log = QueryLog(settings.bootstrap_servers, security=settings.kafka_security)
+    except (KafkaError, KafkaSecurityError) as error:  # no query may go unrecorded, so none is served
         console.print(f"[red]Kafka at {settings.bootstrap_servers} unreachable ({error}): not serving[/red]")
         raise typer.Exit(2) from None
     store = Store(settings.clickhouse_dsn)
@@ -71,7 +72,13 @@ def api_serve(
     if with_sink:
         sink_store = Store(settings.clickhouse_dsn)
         sink_store.set_retention(settings.audit_retention_days)
-        audit_sink = AuditSink(sink_store, signer, settings.bootstrap_servers, metrics=SinkMetrics(REGISTRY))
+        audit_sink = AuditSink(
+            sink_store,
+            signer,
+            settings.bootstrap_servers,
+            settings.kafka_security,
+            metrics=SinkMetrics(REGISTRY),
+        )
         serve_metrics(REGISTRY, settings.audit_metrics_port, "audit sink", settings.metrics_host)
 
         def run_sink() -> None:

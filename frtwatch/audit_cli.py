@@ -44,6 +44,7 @@ def audit_sink(
         store,
         Signer.load_or_create(settings.audit_key_file),
         settings.bootstrap_servers,
+        settings.kafka_security,
         batch_rows=batch_rows,
         batch_seconds=batch_seconds,
         checkpoint_seconds=checkpoint_seconds,

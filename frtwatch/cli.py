@@ -107,6 +107,7 @@ def events_tail(
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
         client_id="frtwatch-tail",
+        **settings.kafka_security.kafka_python(),
     )
     seen = 0
     try:
@@ -174,7 +175,10 @@ def stack_topics(
 
     settings = _settings(events_partitions=partitions)
     counts = create_contract_topics(
-        settings.bootstrap_servers, settings.events_partitions, replicas or min(3, settings.brokers)
+        settings.bootstrap_servers,
+        settings.events_partitions,
+        replicas or min(3, settings.brokers),
+        settings.kafka_security,
     )
     for name, count in counts.items():
         console.print(f"{name}: {count} partition(s)")
@@ -406,12 +410,14 @@ def simulate(
         if output is not None:
             report = to_file(sim, output, ground_truth=ground_truth, progress=advance)
         else:
+            settings = _settings()
             report = to_kafka(
                 sim,
-                _settings().bootstrap_servers,
+                settings.bootstrap_servers,
                 topic or topics.EVENTS,
                 ground_truth=ground_truth,
                 progress=advance,
+                security=settings.kafka_security,
             )
     _print_simulation(sim, report, paced=output is None)
     raise typer.Exit(1 if report.delivery_failures else 0)
@@ -443,7 +449,9 @@ def stack_check() -> None:
 
     settings = _settings()
     with console.status("producing the example events and reading them back..."):
-        trips = read_back(settings.bootstrap_servers, produce_examples(settings.bootstrap_servers))
+        security = settings.kafka_security
+        sent = produce_examples(settings.bootstrap_servers, security)
+        trips = read_back(settings.bootstrap_servers, sent, security=security)
     table = Table(title=f"example events through {settings.bootstrap_servers}")
     for column in ("type", "event_id", "partition", "offset", "read back"):
         table.add_column(column)
@@ -473,7 +481,9 @@ def process(
     from frtwatch.stack.kafka import create_contract_topics
 
     settings = _settings()
-    create_contract_topics(settings.bootstrap_servers, settings.events_partitions)
+    create_contract_topics(
+        settings.bootstrap_servers, settings.events_partitions, security=settings.kafka_security
+    )
     from stream_processors.app import app as faust_app
 
     sys.argv = ["frtwatch process", "worker", "--loglevel", loglevel, "--without-web"]

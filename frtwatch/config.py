@@ -9,10 +9,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from frtwatch.kafka_security import PLAINTEXT_PROTOCOL, KafkaSecurity
+
 
 def _default_home() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "frtwatch"
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,10 @@ class Settings:
     kafka_controller_port: int = 9098  # controller i on kafka_controller_port + 100*i
     brokers: int = 1  # 1, or 3 for replication 3 / min.insync.replicas 2
     kafka_bootstrap: str | None = None  # an external cluster instead of the local one
+    kafka_protocol: str = PLAINTEXT_PROTOCOL  # or SASL_SSL: SCRAM users over TLS
+    kafka_username: str | None = None  # SASL user; default frtwatch's user of the local stack
+    kafka_password_file: Path | None = None  # default home/keys/kafka-frtwatch.password
+    kafka_ca_file: Path | None = None  # PEM CA of the brokers; default home/tls/kafka-ca.pem
     events_partitions: int = 6
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
@@ -48,15 +58,17 @@ class Settings:
             kafka_controller_port=int(env.get("FRTWATCH_KAFKA_CONTROLLER_PORT", 9098)),
             brokers=int(env.get("FRTWATCH_KAFKA_BROKERS", 1)),
             kafka_bootstrap=env.get("FRTWATCH_KAFKA_BOOTSTRAP") or None,
+            kafka_protocol=(env.get("FRTWATCH_KAFKA_SECURITY") or PLAINTEXT_PROTOCOL).upper(),
+            kafka_username=env.get("FRTWATCH_KAFKA_USERNAME") or None,
+            kafka_password_file=_path(env.get("FRTWATCH_KAFKA_PASSWORD_FILE")),
+            kafka_ca_file=_path(env.get("FRTWATCH_KAFKA_CA_FILE")),
             events_partitions=int(env.get("FRTWATCH_EVENTS_PARTITIONS", 6)),
             prometheus_port=int(env.get("FRTWATCH_PROMETHEUS_PORT", 9090)),
             alertmanager_port=int(env.get("FRTWATCH_ALERTMANAGER_PORT", 9093)),
             clickhouse_url=env.get("FRTWATCH_CLICKHOUSE_URL") or None,
             packs=tuple(p for p in env.get("FRTWATCH_PACKS", "").split(",") if p),
-            pack_extensions=Path(env["FRTWATCH_PACK_EXTENSIONS"])
-            if env.get("FRTWATCH_PACK_EXTENSIONS")
-            else None,
-            keys_file=Path(env["FRTWATCH_KEYS_FILE"]) if env.get("FRTWATCH_KEYS_FILE") else None,
+            pack_extensions=_path(env.get("FRTWATCH_PACK_EXTENSIONS")),
+            keys_file=_path(env.get("FRTWATCH_KEYS_FILE")),
             grace_seconds=float(env.get("FRTWATCH_GRACE_SECONDS", 10)),
             audit_retention_days=int(env["FRTWATCH_AUDIT_RETENTION_DAYS"])
             if env.get("FRTWATCH_AUDIT_RETENTION_DAYS")
@@ -67,9 +79,10 @@ class Settings:
             metrics_host=env.get("FRTWATCH_METRICS_HOST") or "127.0.0.1",
             alertmanager_url=env.get("FRTWATCH_ALERTMANAGER_URL"),
             api_url=env.get("FRTWATCH_API_URL") or None,
-            api_access_file=Path(env["FRTWATCH_API_ACCESS"]) if env.get("FRTWATCH_API_ACCESS") else None,
+            api_access_file=_path(env.get("FRTWATCH_API_ACCESS")),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        settings.kafka_security  # noqa: B018 - an unknown protocol is an error here, not later
         if settings.brokers not in (1, 3):
             raise ValueError(f"brokers must be 1 or 3, not {settings.brokers}")
         if settings.events_partitions < 1:
@@ -81,6 +94,18 @@ class Settings:
         if self.kafka_bootstrap:
             return self.kafka_bootstrap
         return ",".join(f"127.0.0.1:{self.kafka_port + 100 * i}" for i in range(self.brokers))
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """How every Kafka client of this process connects (FRTWATCH_KAFKA_SECURITY)."""
+        if self.kafka_protocol == PLAINTEXT_PROTOCOL:
+            return KafkaSecurity()
+        return KafkaSecurity(
+            self.kafka_protocol,
+            self.kafka_username or "frtwatch",
+            self.kafka_password_file or self.home / "keys" / "kafka-frtwatch.password",
+            self.kafka_ca_file or self.home / "tls" / "kafka-ca.pem",
+        )
 
     @property
     def clickhouse_dsn(self) -> str:

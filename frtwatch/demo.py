@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from audit.access import add_principal, set_jurisdiction
 from contracts import topics
 from frtwatch.config import Settings
+from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from frtwatch.stack import LocalStack
 from producers.fleet import FleetShape, Operator
 from producers.simulator import Simulation, plan, run
@@ -135,11 +136,14 @@ class Outputs:
 
     bootstrap_servers: str
     operators: set[str]
+    security: KafkaSecurity = PLAINTEXT
     violations: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule_id, severity)
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason code
 
     def __post_init__(self) -> None:
-        self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, **self.security.kafka_python()
+        )
         wanted = [
             TopicPartition(topic, partition)
             for topic in (topics.VIOLATIONS, topics.DEADLETTER)
@@ -172,9 +176,9 @@ class Outputs:
 class Sending(threading.Thread):
     """The fleet's traffic to Kafka in the background, at its rate."""
 
-    def __init__(self, sim: Simulation, bootstrap_servers: str) -> None:
+    def __init__(self, sim: Simulation, bootstrap_servers: str, security: KafkaSecurity = PLAINTEXT) -> None:
         super().__init__(name="demo-fleet", daemon=True)
-        self.sim, self.bootstrap_servers = sim, bootstrap_servers
+        self.sim, self.bootstrap_servers, self.security = sim, bootstrap_servers, security
         self.sent = 0
         self.failures = 0
         self.error: BaseException | None = None
@@ -183,7 +187,13 @@ class Sending(threading.Thread):
         from producers.simulator import to_kafka
 
         try:
-            report = to_kafka(self.sim, self.bootstrap_servers, topics.EVENTS, progress=self._progress)
+            report = to_kafka(
+                self.sim,
+                self.bootstrap_servers,
+                topics.EVENTS,
+                progress=self._progress,
+                security=self.security,
+            )
             self.sent, self.failures = report.sent, report.delivery_failures
         except BaseException as error:  # shown by the demo, not lost in a thread
             self.error = error

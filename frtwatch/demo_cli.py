@@ -47,8 +47,8 @@ def demo(
     token = pieces.grant_regulator(settings, run.operators)
 
     pages = _webhook()
-    outputs = pieces.Outputs(settings.bootstrap_servers, set(run.operators))
-    sending = pieces.Sending(run.sim, settings.bootstrap_servers)
+    outputs = pieces.Outputs(settings.bootstrap_servers, set(run.operators), settings.kafka_security)
+    sending = pieces.Sending(run.sim, settings.bootstrap_servers, settings.kafka_security)
     judged = pieces.Throughput()
     console.print(
         f"{len(run.operators)} operators, {run.sim.events:,} messages at {rate:,.0f}/s "

@@ -8,6 +8,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from contracts import Event, decode_event, topics
 from contracts.artifacts import example_events
+from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,9 @@ class RoundTrip:
     received: Event | None
 
 
-def produce_examples(bootstrap_servers: str) -> list[tuple[Event, int, int]]:
+def produce_examples(
+    bootstrap_servers: str, security: KafkaSecurity = PLAINTEXT
+) -> list[tuple[Event, int, int]]:
     """Send every example event to frt.events.v1; return (event, partition, offset) each."""
     producer = KafkaProducer(
         bootstrap_servers=bootstrap_servers,
@@ -26,6 +29,7 @@ def produce_examples(bootstrap_servers: str) -> list[tuple[Event, int, int]]:
         enable_idempotence=True,
         linger_ms=5,
         client_id="frtwatch-demo",
+        **security.kafka_python(),
     )
     try:
         pending = []
@@ -44,12 +48,18 @@ def produce_examples(bootstrap_servers: str) -> list[tuple[Event, int, int]]:
 
 
 def read_back(
-    bootstrap_servers: str, sent: list[tuple[Event, int, int]], timeout: float = 30.0
+    bootstrap_servers: str,
+    sent: list[tuple[Event, int, int]],
+    timeout: float = 30.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[RoundTrip]:
     """Read exactly the offsets that were written and decode them."""
     wanted = {(partition, offset): event for event, partition, offset in sent}
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, client_id="frtwatch-demo-reader"
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        client_id="frtwatch-demo-reader",
+        **security.kafka_python(),
     )
     received: dict[tuple[int, int], Event] = {}
     try:

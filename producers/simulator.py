@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from kafka import KafkaProducer
 
+from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from producers.fleet import FleetShape, Operator, build_fleet
 from producers.ground_truth import PACKS, GroundTruth
 from producers.plan import Message, TrafficPlan
@@ -115,10 +116,12 @@ def to_kafka(
     *,
     ground_truth: Path | None = None,
     progress: Progress | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> Report:
     """Send the messages to Kafka at ``sim.rate``, then wait until every one is acknowledged."""
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap_servers, **producer_settings(client_id="frtwatch-simulator")
+        bootstrap_servers=bootstrap_servers,
+        **producer_settings(client_id="frtwatch-simulator", **security.kafka_python()),
     )
     sender = BoundedSender(producer, topic)
     try:

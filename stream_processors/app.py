@@ -57,6 +57,7 @@ atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
 app = faust.App(
     "frtwatch-processor",
     broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+    broker_credentials=settings.kafka_security.faust_credentials(),
     store="memory://",
     processing_guarantee="at_least_once",
     broker_commit_interval=1.0,  # less to repeat after a crash than faust's 2.8 s
@@ -170,6 +171,7 @@ async def route() -> None:
         settings.events_partitions,
         "frtwatch-router",
         metrics,
+        settings.kafka_security,
     )
     await router.run()
 

@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 from contracts import ContractError, decode_event, topics
 from contracts.codec import MAX_MESSAGE_BYTES
 from contracts.timestamps import TIMESTAMP_PATTERN, format_timestamp, parse_timestamp
+from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from stream_processors.bundle import Bundle, Mark
 from stream_processors.metrics import ProcessorMetrics
 from stream_processors.outputs import Source, dead_letter_value
@@ -104,6 +105,7 @@ class Router:
         lanes: int,
         group_id: str,
         metrics: ProcessorMetrics,
+        security: KafkaSecurity = PLAINTEXT,
     ):
         self.producer, self.lane_topic, self.lanes, self.metrics = producer, lane_topic, lanes, metrics
         self.consumer = AIOKafkaConsumer(
@@ -111,6 +113,7 @@ class Router:
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **security.aiokafka(),
         )
         self._reached: dict[int, datetime] = {}
         self._lock = asyncio.Lock()  # a batch is routed and committed whole before a rebalance

@@ -23,6 +23,7 @@ class LocalStack:
             home=s.home,
             broker_ports=tuple(s.kafka_port + 100 * i for i in range(s.brokers)),
             controller_ports=tuple(s.kafka_controller_port + 100 * i for i in range(s.brokers)),
+            security=s.kafka_security,
         )
 
     @property

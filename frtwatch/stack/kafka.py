@@ -2,7 +2,9 @@
 
 The jars are fetched once with Maven (deploy/kafka/pom.xml pins the version) into a cache
 outside the repo. One node for the laptop, three (replication 3, min.insync.replicas 2) for
-fault tests.
+fault tests. With SASL/SCRAM over TLS (``security``), clients authenticate on a SASL_SSL
+listener, the brokers replicate over it as their own user, and the controller quorum accepts
+only the nodes' certificate (mutual TLS): no port takes an unauthenticated client.
 """
 
 import base64
@@ -16,6 +18,8 @@ from pathlib import Path
 
 from contracts import topics
 from frtwatch import REPO_ROOT
+from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity, scram_jaas
+from frtwatch.stack.kafka_secrets import LocalKafkaSecrets, write_private
 from frtwatch.stack.process import ManagedProcess, StackError, free_ports, stop_all
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
@@ -78,12 +82,19 @@ class KafkaCluster:
     home: Path
     broker_ports: tuple[int, ...]
     controller_ports: tuple[int, ...]
+    security: KafkaSecurity = PLAINTEXT  # how frtwatch's clients connect
 
     @classmethod
-    def on_free_ports(cls, home: Path, brokers: int = 1) -> "KafkaCluster":
+    def on_free_ports(
+        cls, home: Path, brokers: int = 1, security: KafkaSecurity = PLAINTEXT
+    ) -> "KafkaCluster":
         """A cluster on loopback ports free right now (tests and benchmarks)."""
         ports = free_ports(2 * brokers)
-        return cls(home=home, broker_ports=tuple(ports[:brokers]), controller_ports=tuple(ports[brokers:]))
+        return cls(home, tuple(ports[:brokers]), tuple(ports[brokers:]), security)
+
+    @property
+    def secrets(self) -> LocalKafkaSecrets:
+        return LocalKafkaSecrets(self.home, self.security)
 
     @property
     def size(self) -> int:
@@ -106,16 +117,17 @@ class KafkaCluster:
         voters = ",".join(f"{i + 1}@127.0.0.1:{port}" for i, port in enumerate(self.controller_ports))
         replicas = min(3, self.size)
         min_isr = 2 if self.size >= 3 else 1
-        settings = {
+        settings: dict[str, object] = {
             "process.roles": "broker,controller",
             "node.id": index + 1,
             "controller.quorum.voters": voters,
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.broker_ports[index]},"
+            "listeners": f"BROKER://127.0.0.1:{self.broker_ports[index]},"
             f"CONTROLLER://127.0.0.1:{self.controller_ports[index]}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.broker_ports[index]}",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "advertised.listeners": f"BROKER://127.0.0.1:{self.broker_ports[index]}",
+            "listener.security.protocol.map": "BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
+            "inter.broker.listener.name": "BROKER",
+            **(self._secure_properties() if self.security.secure else {}),
             "log.dirs": self._data_dir(index),
             "auto.create.topics.enable": "false",
             "default.replication.factor": replicas,
@@ -129,6 +141,33 @@ class KafkaCluster:
             "num.partitions": 1,
         }
         return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+    def _secure_properties(self) -> dict[str, object]:
+        secrets, mechanism = self.secrets, self.security.mechanism
+        broker = secrets.broker
+        return {
+            "listener.security.protocol.map": "BROKER:SASL_SSL,CONTROLLER:SSL",
+            "sasl.enabled.mechanisms": mechanism,
+            "sasl.mechanism.inter.broker.protocol": mechanism,
+            f"listener.name.broker.{mechanism.lower()}.sasl.jaas.config": scram_jaas(
+                broker.username, broker.password()
+            ),
+            "listener.name.controller.ssl.client.auth": "required",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": secrets.server_pem,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": secrets.ca_file,
+        }
+
+    def _scram_users(self) -> list[str]:
+        """StorageTool arguments that create frtwatch's and the brokers' SCRAM users."""
+        users = [self.security, self.secrets.broker]
+        mechanism = self.security.mechanism
+        return [
+            arg
+            for user in users
+            for arg in ("--add-scram", f"{mechanism}=[name={user.username},password={user.password()}]")
+        ]
 
     def _java(self, libs: Path, main: str, *args: str) -> list[str]:
         java = shutil.which("java")
@@ -155,23 +194,53 @@ class KafkaCluster:
         if not cluster_id_file.exists():
             cluster_id_file.write_text(new_cluster_id())
         cluster_id = cluster_id_file.read_text().strip()
+        if self.security.secure:
+            self.secrets.ensure()
         for index, node in enumerate(self.nodes()):
             if node.pid() is not None:
                 continue
             config = self.home / "run" / f"{node.name}.properties"
             config.parent.mkdir(parents=True, exist_ok=True)
-            config.write_text(self._properties(index))
+            write_private(config, self._properties(index))  # it holds the brokers' password
             if not (self._data_dir(index) / "meta.properties").exists():
-                fmt = self._java(
-                    libs, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)
-                )
-                result = subprocess.run(fmt, capture_output=True, text=True, timeout=120)
-                if result.returncode != 0:
-                    raise StackError(
-                        f"formatting {node.name} storage failed:\n{result.stdout}{result.stderr}"
-                    )
+                self._format(libs, index, config, cluster_id)
+            self._check_security_of(index)
             node.start(self._java(libs, "kafka.Kafka", str(config)))
         self.wait_ready(timeout)
+
+    def _format(self, libs: Path, index: int, config: Path, cluster_id: str) -> None:
+        args = ["format", f"--cluster-id={cluster_id}", "-c", str(config)]
+        if self.security.secure:
+            args += self._scram_users()
+        # The arguments go in a private file (java @file), so no password is on a command line.
+        argfile = config.with_suffix(".format-args")
+        write_private(argfile, "\n".join(args) + "\n")
+        try:
+            fmt = self._java(libs, "kafka.tools.StorageTool", f"@{argfile}")
+            result = subprocess.run(fmt, capture_output=True, text=True, timeout=120)
+        finally:
+            argfile.unlink()
+        if result.returncode != 0:
+            output = result.stdout + result.stderr
+            if self.security.secure:
+                for user in (self.security, self.secrets.broker):
+                    output = output.replace(user.password(), "<password>")
+            raise StackError(f"formatting kafka-{index + 1} storage failed:\n{output}")
+        self._security_marker(index).write_text(self.security.protocol)
+
+    def _security_marker(self, index: int) -> Path:
+        return self._data_dir(index) / "frtwatch-security"
+
+    def _check_security_of(self, index: int) -> None:
+        """Storage formatted without SCRAM users cannot serve SASL/SCRAM (nor the reverse, sensibly)."""
+        marker = self._security_marker(index)
+        formatted = marker.read_text().strip() if marker.exists() else "PLAINTEXT"
+        if formatted != self.security.protocol:
+            raise StackError(
+                f"Kafka storage {self._data_dir(index)} was made for {formatted}, not "
+                f"{self.security.protocol}: use another FRTWATCH_HOME, or `frtwatch stack down` and "
+                "remove its data/kafka-* to start Kafka afresh"
+            )
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -184,7 +253,10 @@ class KafkaCluster:
         from kafka import KafkaAdminClient
 
         admin = KafkaAdminClient(
-            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=3000, client_id="frtwatch-stack"
+            bootstrap_servers=self.bootstrap_servers,
+            request_timeout_ms=3000,
+            client_id="frtwatch-stack",
+            **self.security.kafka_python(),
         )
         try:
             return len(admin.describe_cluster()["brokers"]) == self.size
@@ -192,7 +264,9 @@ class KafkaCluster:
             admin.close()
 
     def create_topics(self, events_partitions: int) -> dict[str, int]:
-        return create_contract_topics(self.bootstrap_servers, events_partitions, replicas=min(3, self.size))
+        return create_contract_topics(
+            self.bootstrap_servers, events_partitions, replicas=min(3, self.size), security=self.security
+        )
 
     def stop(self, timeout: float = 60.0) -> list[str]:
         """Stop every node (controlled shutdown); return the names that were running."""
@@ -200,7 +274,10 @@ class KafkaCluster:
 
 
 def create_contract_topics(
-    bootstrap_servers: str, events_partitions: int, replicas: int | None = None
+    bootstrap_servers: str,
+    events_partitions: int,
+    replicas: int | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> dict[str, int]:
     """Create the contract topics that are missing (idempotent), and frtwatch's own: the
     processor's lanes (a consumer subscribed before its topic exists may never read it), the
@@ -218,7 +295,9 @@ def create_contract_topics(
         topics.ACCEPTED: events_partitions,
         topics.QUERIES: 1,
     }
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="frtwatch-stack")
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="frtwatch-stack", **security.kafka_python()
+    )
     try:
         if replicas is None:
             replicas = min(3, len(admin.describe_cluster()["brokers"]))
