@@ -17,6 +17,17 @@ def _default_home() -> Path:
     return Path(state) / "frtwatch"
 
 
+def kafka_environment(bootstrap_servers: str, security: KafkaSecurity) -> dict[str, str]:
+    """The FRTWATCH_* variables that point a frtwatch process at this Kafka, as this client."""
+    env = {"FRTWATCH_KAFKA_BOOTSTRAP": bootstrap_servers, "FRTWATCH_KAFKA_SECURITY": security.protocol}
+    if security.secure:
+        env |= {"FRTWATCH_KAFKA_USERNAME": security.username}
+        env |= {"FRTWATCH_KAFKA_PASSWORD_FILE": str(security.password_file)}  # the path, not the secret
+        if security.ca_file:
+            env |= {"FRTWATCH_KAFKA_CA_FILE": str(security.ca_file)}
+    return env
+
+
 def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 

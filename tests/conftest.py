@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from frtwatch.stack.kafka import KafkaCluster
 from frtwatch.stack.monitoring import Alertmanager, Prometheus
 from frtwatch.stack.process import StackError, free_ports
@@ -13,10 +14,12 @@ from frtwatch.stack.process import StackError, free_ports
 EVENTS_PARTITIONS = 6
 
 
-def running_kafka(home: Path, partitions: int, brokers: int = 1) -> Iterator[KafkaCluster]:
+def running_kafka(
+    home: Path, partitions: int, brokers: int = 1, security: KafkaSecurity = PLAINTEXT
+) -> Iterator[KafkaCluster]:
     """A real Kafka (KRaft; one node, or three with replication 3) with the contract topics,
     stopped afterwards."""
-    cluster = KafkaCluster.on_free_ports(home, brokers)
+    cluster = KafkaCluster.on_free_ports(home, brokers, security)
     try:
         cluster.start(timeout=120)
         cluster.create_topics(partitions)

@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 from audit.sink import TOPICS as SINK_TOPICS
 from audit.store import Store
 from contracts import ContractError, decode_event, topics
+from frtwatch.config import kafka_environment
 from frtwatch.stack.kafka import KafkaCluster
 from producers.simulator import Simulation, plan, write_keys
 
@@ -41,7 +42,7 @@ class Worker:
         env = {
             **os.environ,
             "FRTWATCH_HOME": str(home),
-            "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+            **kafka_environment(kafka.bootstrap_servers, kafka.security),
             "FRTWATCH_EVENTS_PARTITIONS": str(PARTITIONS),
             "FRTWATCH_KEYS_FILE": str(keys),
             "FRTWATCH_ALERTMANAGER_URL": "",  # no alerts pushed unless a test asks
@@ -74,7 +75,7 @@ class Worker:
 def simulate(
     kafka: KafkaCluster, tmp_path: Path, seed: int, events: int, rate: int
 ) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "FRTWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap_servers}
+    env = {**os.environ, **kafka_environment(kafka.bootstrap_servers, kafka.security)}
     return subprocess.Popen(
         [
             sys.executable,
@@ -100,8 +101,14 @@ def simulate(
     )
 
 
+def consumer_of(kafka: KafkaCluster, **options: Any) -> KafkaConsumer:
+    return KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, **options, **kafka.security.kafka_python()
+    )
+
+
 def read_topic(kafka: KafkaCluster, topic: str) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    consumer = consumer_of(kafka, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         consumer.assign(partitions)
@@ -163,7 +170,7 @@ ASSIGNED = r"router reads frt\.events\.v1 partitions \[\d"
 
 def sink_caught_up(kafka: KafkaCluster) -> bool:
     """The audit sink has committed everything on its topics."""
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id="frtwatch-audit")
+    consumer = consumer_of(kafka, group_id="frtwatch-audit")
     try:
         partitions = [
             TopicPartition(t, p) for t in SINK_TOPICS for p in consumer.partitions_for_topic(t) or []
@@ -182,7 +189,7 @@ def fleet_keys(tmp_path: Path, seed: int) -> None:
 def accepted_event_ids(kafka: KafkaCluster, refused: set[str]) -> set[str]:
     """Event ids of the input messages the processor should accept: valid, and not labelled
     as refused in the ground truth (a duplicate event_id counts once)."""
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    consumer = consumer_of(kafka, enable_auto_commit=False)
     partitions = [
         TopicPartition(topics.EVENTS, p) for p in consumer.partitions_for_topic(topics.EVENTS) or []
     ]

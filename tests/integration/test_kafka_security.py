@@ -1,0 +1,187 @@
+"""Kafka with SASL/SCRAM over TLS, the local stack's secure option, against the real broker:
+frtwatch's whole pipeline works through it, a client without valid credentials gets nothing,
+and no password reaches a log or a command line."""
+
+import logging
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError
+
+from frtwatch.config import Settings, kafka_environment
+from frtwatch.kafka_security import SASL_SSL
+from frtwatch.stack.kafka import KafkaCluster
+from tests.conftest import running_kafka
+from tests.integration.pipeline import (
+    PARTITIONS,
+    Worker,
+    check,
+    check_audit_log,
+    consumer_of,
+    expected,
+    fleet_keys,
+    simulate,
+    sink_caught_up,
+    wait_for_verdicts,
+    wait_until_assigned,
+)
+
+REFUSAL_TIMEOUT_MS = 6000
+
+
+@pytest.fixture(scope="module")
+def kafka_secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """The local stack's Kafka as `FRTWATCH_KAFKA_SECURITY=sasl_ssl` makes it (same paths)."""
+    home = tmp_path_factory.mktemp("kafka-secure")
+    security = Settings.from_env(home=home, kafka_protocol=SASL_SSL).kafka_security
+    yield from running_kafka(home, PARTITIONS, security=security)
+
+
+def passwords(kafka: KafkaCluster) -> list[str]:
+    secrets = kafka.secrets
+    found = [secrets.client.password(), secrets.broker.password()]
+    assert all(len(password) >= 24 for password in found)
+    return found
+
+
+def test_the_pipeline_over_sasl_ssl_finds_the_ground_truth_and_logs_no_password(
+    kafka_secure: KafkaCluster, tmp_path: Path
+) -> None:
+    fleet_keys(tmp_path, seed=31)
+    keys = tmp_path / "keys.json"
+    # The most talkative log level the worker has: whatever it logs, the passwords must not be in it.
+    worker = Worker(kafka_secure, tmp_path, keys, "worker", command=("process", "--loglevel", "debug"))
+    sink = Worker(kafka_secure, tmp_path, keys, "sink", command=("audit", "sink"))
+    sim = None
+    try:
+        wait_until_assigned([worker])
+        sim = simulate(kafka_secure, tmp_path, seed=31, events=3000, rate=300)
+        assert sim.wait(timeout=120) == 0
+        want, _ = expected(tmp_path)
+        check(kafka_secure, tmp_path, wait_for_verdicts(kafka_secure, want))
+        deadline = time.monotonic() + 120
+        while not sink_caught_up(kafka_secure):
+            assert time.monotonic() < deadline, "the audit sink never caught up"
+            time.sleep(1)
+        assert not _command_lines_holding(passwords(kafka_secure)), "a password is on a command line"
+    finally:
+        if sim is not None:
+            sim.kill()
+        worker.stop()
+        sink.stop()
+    check_audit_log(kafka_secure, tmp_path)
+
+    # `frtwatch stack check` (produce and read back every example event) as a user would run it.
+    env = kafka_environment(kafka_secure.bootstrap_servers, kafka_secure.security)
+    roundtrip = subprocess.run(
+        [sys.executable, "-m", "frtwatch", "stack", "check"],
+        env={**os.environ, "FRTWATCH_HOME": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert roundtrip.returncode == 0, roundtrip.stdout + roundtrip.stderr
+    assert "events round-tripped" in roundtrip.stdout
+
+    logs = [worker.log, sink.log, *(kafka_secure.home / "logs").glob("*.log")]
+    assert worker.log.stat().st_size > 100_000, "the debug log is not the verbose one it should be"
+    for path in logs:
+        text = path.read_text(errors="replace")
+        for password in passwords(kafka_secure):
+            assert password not in text, f"a Kafka password is in {path.name}"
+    assert all(password not in roundtrip.stdout + roundtrip.stderr for password in passwords(kafka_secure))
+
+
+def _command_lines_holding(secrets: list[str]) -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if any(secret in argv for secret in secrets):
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def _refused_options(kafka: KafkaCluster, case: str) -> dict[str, Any]:
+    valid = kafka.security.kafka_python()
+    trusting = ssl.create_default_context(cafile=str(kafka.security.ca_file))
+    return {
+        "plaintext": {},
+        "tls without sasl": {"security_protocol": "SSL", "ssl_context": trusting},
+        "wrong password": valid | {"sasl_plain_password": "not-the-password"},
+        "unknown user": valid | {"sasl_plain_username": "intruder"},
+        "untrusted certificate": valid | {"ssl_context": ssl.create_default_context()},
+    }[case]
+
+
+REFUSAL_REASONS = {
+    "plaintext": None,  # the broker drops a connection that speaks no TLS
+    "tls without sasl": None,  # ... and one that skips the SASL handshake
+    "wrong password": "invalid credentials",
+    "unknown user": "invalid credentials",
+    "untrusted certificate": "CERTIFICATE_VERIFY_FAILED",
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSAL_REASONS))
+def test_a_client_without_valid_credentials_gets_nothing(
+    kafka_secure: KafkaCluster, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = f"refusal-{case.replace(' ', '-')}"
+    admin = KafkaAdminClient(
+        bootstrap_servers=kafka_secure.bootstrap_servers, **kafka_secure.security.kafka_python()
+    )
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        admin.close()
+    options = _refused_options(kafka_secure, case)
+    caplog.set_level(logging.WARNING, logger="kafka")
+    with pytest.raises(KafkaError):
+        KafkaAdminClient(
+            bootstrap_servers=kafka_secure.bootstrap_servers,
+            bootstrap_timeout_ms=REFUSAL_TIMEOUT_MS,
+            **options,
+        ).list_topics()
+    with pytest.raises(KafkaError):
+        producer = KafkaProducer(
+            bootstrap_servers=kafka_secure.bootstrap_servers, max_block_ms=REFUSAL_TIMEOUT_MS, **options
+        )
+        try:
+            producer.send(topic, b"written without valid credentials").get(timeout=REFUSAL_TIMEOUT_MS / 1000)
+        finally:
+            producer.close(timeout=1)
+    reason = REFUSAL_REASONS[case]
+    if reason is not None:
+        assert reason in caplog.text
+    # Nothing it tried to write arrived.
+    consumer = consumer_of(kafka_secure, enable_auto_commit=False)
+    try:
+        partition = TopicPartition(topic, 0)
+        assert consumer.end_offsets([partition])[partition] == 0
+    finally:
+        consumer.close()
+
+
+def test_the_controller_quorum_takes_only_the_nodes_certificate(kafka_secure: KafkaCluster) -> None:
+    """The KRaft controller port asks for a client certificate signed by the stack's CA."""
+    context = ssl.create_default_context(cafile=str(kafka_secure.security.ca_file))
+    port = kafka_secure.controller_ports[0]
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    # TLS 1.3 reports a missing client certificate on the first read, not in the handshake.
+    refused = pytest.raises(ssl.SSLError, match=r"BAD_CERTIFICATE|CERTIFICATE_REQUIRED")
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls, refused:
+        tls.sendall(b"\x00\x00\x00\x00")
+        tls.recv(1)
