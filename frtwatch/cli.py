@@ -184,6 +184,25 @@ def stack_topics(
         console.print(f"{name}: {count} partition(s)")
 
 
+@stack_app.command("kafka-secrets")
+def stack_kafka_secrets(
+    directory: Annotated[Path, typer.Argument(help="Where to write them (docker-compose: a volume).")],
+    host: Annotated[
+        list[str] | None, typer.Option(help="A broker host name for the certificate (repeatable).")
+    ] = None,
+    owner: Annotated[int | None, typer.Option(help="uid to own the files (the broker's user).")] = None,
+) -> None:
+    """Write a Kafka's SASL/SCRAM-over-TLS secrets once (CA, certificate, passwords, broker files)."""
+    from frtwatch.stack.compose import write_compose_secrets
+
+    secrets = write_compose_secrets(directory, tuple(host or ()), owner)
+    client = secrets.client
+    console.print(
+        f"Kafka secrets in {directory}: user {client.username}, password in {client.password_file}, "
+        f"CA certificate {client.ca_file}"
+    )
+
+
 @stack_app.command("fetch")
 def stack_fetch() -> None:
     """Fetch the pinned Kafka jars from Maven Central into the cache (once)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from contracts import topics
 from frtwatch import REPO_ROOT
 from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity, scram_jaas
-from frtwatch.stack.kafka_secrets import LocalKafkaSecrets, write_private
+from frtwatch.stack.kafka_secrets import KafkaSecrets, write_private
 from frtwatch.stack.process import ManagedProcess, StackError, free_ports, stop_all
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
@@ -70,6 +70,25 @@ def ensure_jars() -> Path:
     return libs
 
 
+def java_command(libs: Path, main: str, *args: str, jvm_options: tuple[str, ...] = ()) -> list[str]:
+    """A Kafka class (broker, storage tool, perf tools) on the cached jars."""
+    java = shutil.which("java")
+    if java is None:
+        raise StackError("Java is needed for Kafka: run scripts/bootstrap.sh")
+    return [
+        java,
+        HEAP,
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        *jvm_options,
+        "-cp",
+        f"{libs}/*",
+        main,
+        *args,
+    ]
+
+
 def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
@@ -93,8 +112,8 @@ class KafkaCluster:
         return cls(home, tuple(ports[:brokers]), tuple(ports[brokers:]), security)
 
     @property
-    def secrets(self) -> LocalKafkaSecrets:
-        return LocalKafkaSecrets(self.home, self.security)
+    def secrets(self) -> KafkaSecrets:
+        return KafkaSecrets.of_home(self.home, self.security)
 
     @property
     def size(self) -> int:
@@ -159,32 +178,6 @@ class KafkaCluster:
             "ssl.truststore.location": secrets.ca_file,
         }
 
-    def _scram_users(self) -> list[str]:
-        """StorageTool arguments that create frtwatch's and the brokers' SCRAM users."""
-        users = [self.security, self.secrets.broker]
-        mechanism = self.security.mechanism
-        return [
-            arg
-            for user in users
-            for arg in ("--add-scram", f"{mechanism}=[name={user.username},password={user.password()}]")
-        ]
-
-    def _java(self, libs: Path, main: str, *args: str) -> list[str]:
-        java = shutil.which("java")
-        if java is None:
-            raise StackError("Java is needed for Kafka: run scripts/bootstrap.sh")
-        return [
-            java,
-            HEAP,
-            "-XX:+UseG1GC",
-            "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-            "-cp",
-            f"{libs}/*",
-            main,
-            *args,
-        ]
-
     def start(self, timeout: float = 90.0) -> None:
         """Start every node not running yet (formatting new storage), then wait until all
         brokers have joined the cluster."""
@@ -205,18 +198,18 @@ class KafkaCluster:
             if not (self._data_dir(index) / "meta.properties").exists():
                 self._format(libs, index, config, cluster_id)
             self._check_security_of(index)
-            node.start(self._java(libs, "kafka.Kafka", str(config)))
+            node.start(java_command(libs, "kafka.Kafka", str(config)))
         self.wait_ready(timeout)
 
     def _format(self, libs: Path, index: int, config: Path, cluster_id: str) -> None:
         args = ["format", f"--cluster-id={cluster_id}", "-c", str(config)]
         if self.security.secure:
-            args += self._scram_users()
+            args += self.secrets.scram_users()
         # The arguments go in a private file (java @file), so no password is on a command line.
         argfile = config.with_suffix(".format-args")
         write_private(argfile, "\n".join(args) + "\n")
         try:
-            fmt = self._java(libs, "kafka.tools.StorageTool", f"@{argfile}")
+            fmt = java_command(libs, "kafka.tools.StorageTool", f"@{argfile}")
             result = subprocess.run(fmt, capture_output=True, text=True, timeout=120)
         finally:
             argfile.unlink()

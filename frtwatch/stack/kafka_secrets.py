@@ -1,9 +1,10 @@
-"""The local Kafka's secrets for SASL/SCRAM over TLS, created once under the stack's home.
+"""A Kafka's secrets for SASL/SCRAM over TLS, created once: for the local stack under its home,
+for docker-compose in one volume (frtwatch.stack.compose).
 
-A CA of its own signs one certificate for 127.0.0.1 that every node serves, to clients and to
-the other nodes (the controller quorum uses mutual TLS with it). The CA's key is not kept:
-nothing can be signed later. frtwatch's user and the brokers' own user get random passwords.
-Private keys and passwords are mode 0600.
+A CA of its own signs one certificate for 127.0.0.1 (and any host names given) that every node
+serves, to clients and to the other nodes (the controller quorum uses mutual TLS with it). The
+CA's key is not kept: nothing can be signed later. frtwatch's user and the brokers' own user get
+random passwords. Private keys and passwords are mode 0600.
 """
 
 import ipaddress
@@ -18,21 +19,32 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from frtwatch.kafka_security import KafkaSecurity
+from frtwatch.kafka_security import SASL_SSL, KafkaSecurity
 
+CLIENT_USER = "frtwatch"  # the user frtwatch's services connect as
 BROKER_USER = "frtwatch-broker"  # the nodes' own user, for replication between brokers
 VALIDITY = timedelta(days=3650)
 
 
 @dataclass(frozen=True)
-class LocalKafkaSecrets:
-    home: Path
+class KafkaSecrets:
     client: KafkaSecurity  # frtwatch's user: its password file and the CA file clients trust
+    server_pem: Path  # the nodes' private key, certificate and CA certificate (a PEM key store)
+    broker_password_file: Path
+    hosts: tuple[str, ...] = ()  # DNS names of the brokers besides 127.0.0.1 and localhost
 
-    @property
-    def server_pem(self) -> Path:
-        """The nodes' private key, certificate and CA certificate (Kafka's PEM key store)."""
-        return self.home / "tls" / "kafka-server.pem"
+    @classmethod
+    def of_home(cls, home: Path, client: KafkaSecurity) -> "KafkaSecrets":
+        """The local stack's layout: certificates in home/tls, passwords in home/keys."""
+        return cls(client, home / "tls" / "kafka-server.pem", home / "keys" / "kafka-broker.password")
+
+    @classmethod
+    def in_directory(cls, directory: Path, hosts: tuple[str, ...] = ()) -> "KafkaSecrets":
+        """Everything in one directory (docker-compose's kafka-secrets volume)."""
+        client = KafkaSecurity(
+            SASL_SSL, CLIENT_USER, directory / "kafka-frtwatch.password", directory / "kafka-ca.pem"
+        )
+        return cls(client, directory / "kafka-server.pem", directory / "kafka-broker.password", hosts)
 
     @property
     def ca_file(self) -> Path:
@@ -41,13 +53,19 @@ class LocalKafkaSecrets:
 
     @property
     def broker(self) -> KafkaSecurity:
+        client = self.client
         return KafkaSecurity(
-            self.client.protocol,
-            BROKER_USER,
-            self.home / "keys" / "kafka-broker.password",
-            self.ca_file,
-            self.client.mechanism,
+            client.protocol, BROKER_USER, self.broker_password_file, self.ca_file, client.mechanism
         )
+
+    def scram_users(self) -> list[str]:
+        """kafka-storage format arguments that create frtwatch's and the brokers' SCRAM users."""
+        mechanism = self.client.mechanism
+        return [
+            arg
+            for user in (self.client, self.broker)
+            for arg in ("--add-scram", f"{mechanism}=[name={user.username},password={user.password()}]")
+        ]
 
     def ensure(self) -> None:
         if not (self.server_pem.exists() and self.ca_file.exists()):
@@ -69,14 +87,13 @@ class LocalKafkaSecrets:
         )
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+        dns_names = [x509.DNSName(host) for host in ("localhost", *self.hosts)]
         server = (
             _certificate(name, ca_name, key.public_key(), now)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(cert_sign=False), critical=True)
             .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-                ),
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), *dns_names]),
                 critical=False,
             )
             .add_extension(

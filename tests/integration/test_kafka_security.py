@@ -2,8 +2,10 @@
 frtwatch's whole pipeline works through it, a client without valid credentials gets nothing,
 and no password reaches a log or a command line."""
 
+import contextlib
 import logging
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -18,9 +20,12 @@ from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
+from frtwatch import REPO_ROOT
 from frtwatch.config import Settings, kafka_environment
 from frtwatch.kafka_security import SASL_SSL
-from frtwatch.stack.kafka import KafkaCluster
+from frtwatch.stack.kafka import KafkaCluster, create_contract_topics, ensure_jars, java_command
+from frtwatch.stack.kafka_secrets import KafkaSecrets
+from frtwatch.stack.process import ManagedProcess, free_ports
 from tests.conftest import running_kafka
 from tests.integration.pipeline import (
     PARTITIONS,
@@ -185,3 +190,75 @@ def test_the_controller_quorum_takes_only_the_nodes_certificate(kafka_secure: Ka
     with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls, refused:
         tls.sendall(b"\x00\x00\x00\x00")
         tls.recv(1)
+
+
+def test_the_compose_brokers_config_serves_frtwatch_and_refuses_strangers(tmp_path: Path) -> None:
+    """docker-compose.sasl-ssl.yml cannot run here (no Docker engine). Its broker runs instead on
+    the same jars with the same server.properties, JAAS file and SCRAM users from `frtwatch stack
+    kafka-secrets`, the container's paths and ports mapped to this machine's."""
+    secrets_dir = tmp_path / "kafka-secrets"
+    made = subprocess.run(
+        [sys.executable, "-m", "frtwatch", "stack", "kafka-secrets", str(secrets_dir), "--host", "kafka"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    ports = dict(zip(("29092", "9092", "9093"), map(str, free_ports(3)), strict=True))
+    config = (REPO_ROOT / "deploy" / "kafka" / "sasl-ssl" / "server.properties").read_text()
+    config = re.sub(
+        r"(?:kafka|127\.0\.0\.1)?:(29092|9092|9093)\b", lambda m: f"127.0.0.1:{ports[m[1]]}", config
+    )
+    config = config.replace("/etc/kafka/secrets", str(secrets_dir)).replace(
+        "/var/lib/kafka/data", str(tmp_path / "data")
+    )
+    properties = tmp_path / "server.properties"
+    properties.write_text(config)
+
+    libs = ensure_jars()
+    cluster_id = (secrets_dir / "kafka-cluster-id").read_text().strip()
+    scram_users = f"@{secrets_dir / 'kafka-scram-users.args'}"  # as start.sh passes them
+    fmt = java_command(
+        libs,
+        "kafka.tools.StorageTool",
+        "format",
+        f"--cluster-id={cluster_id}",
+        "-c",
+        str(properties),
+        scram_users,
+    )
+    formatted = subprocess.run(fmt, capture_output=True, text=True, timeout=120)
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+    jaas = f"-Djava.security.auth.login.config={secrets_dir / 'kafka-broker-jaas.conf'}"  # KAFKA_OPTS
+    broker = ManagedProcess("compose-kafka", tmp_path)
+    broker.start(java_command(libs, "kafka.Kafka", str(properties), jvm_options=(jaas,)))
+    try:
+        host_client = KafkaSecrets.in_directory(secrets_dir).client  # what a host client copies out
+        external = f"127.0.0.1:{ports['9092']}"
+
+        def serving() -> bool:
+            with contextlib.suppress(KafkaError):
+                return bool(create_contract_topics(external, PARTITIONS, 1, host_client))
+            return False
+
+        broker.wait_until(serving, 90, "serving SASL_SSL clients")
+        # The compose health check: Kafka's own tool on the internal listener, with the client file.
+        health = java_command(
+            libs,
+            "org.apache.kafka.tools.BrokerApiVersionsCommand",
+            "--bootstrap-server",
+            f"127.0.0.1:{ports['29092']}",
+            "--command-config",
+            str(secrets_dir / "kafka-client.properties"),
+        )
+        checked = subprocess.run(health, capture_output=True, text=True, timeout=120)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        with pytest.raises(KafkaError):
+            KafkaAdminClient(
+                bootstrap_servers=external, bootstrap_timeout_ms=REFUSAL_TIMEOUT_MS
+            ).list_topics()
+        log = broker.log_path.read_text()
+        for password in (host_client.password(), KafkaSecrets.in_directory(secrets_dir).broker.password()):
+            assert password not in log + checked.stdout + checked.stderr
+    finally:
+        broker.stop()

@@ -65,3 +65,61 @@ def test_grafana_is_provisioned_with_prometheus() -> None:
     )["datasources"]
     assert datasources[0]["type"] == "prometheus"
     assert datasources[0]["url"] == "http://prometheus:9090"
+
+
+SASL: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.sasl-ssl.yml").read_text())
+
+
+def test_the_sasl_ssl_override_secures_every_kafka_client_of_the_stack() -> None:
+    """docker-compose.sasl-ssl.yml: every service of the base file that talks to Kafka connects
+    with SASL/SCRAM over TLS, with the secrets volume mounted; the broker's health check too."""
+    services = SASL["services"]
+    kafka_clients = {
+        name
+        for name, service in SERVICES.items()
+        if "FRTWATCH_KAFKA_BOOTSTRAP" in service.get("environment", {})
+    }
+    assert kafka_clients == {name for name in services if name.startswith("frtwatch-")}
+    for name in kafka_clients:
+        environment = services[name]["environment"]
+        assert environment["FRTWATCH_KAFKA_SECURITY"] == "sasl_ssl", name
+        secrets_mount = next(v for v in services[name]["volumes"] if v.startswith("kafka-secrets:"))
+        mounted_at = secrets_mount.split(":")[1]
+        assert environment["FRTWATCH_KAFKA_PASSWORD_FILE"].startswith(mounted_at + "/"), name
+        assert environment["FRTWATCH_KAFKA_CA_FILE"].startswith(mounted_at + "/"), name
+        assert secrets_mount.endswith(":ro"), name
+    broker = services["kafka"]
+    assert "--command-config" in broker["healthcheck"]["test"][1]
+    assert broker["depends_on"]["kafka-secrets"]["condition"] == "service_completed_successfully"
+    assert "kafka-secrets" in SASL["volumes"]
+
+
+def test_the_sasl_ssl_brokers_files_are_in_the_repo_and_speak_only_tls() -> None:
+    broker = SASL["services"]["kafka"]
+    sources = [volume.split(":")[0] for volume in broker["volumes"] if volume.startswith("./")]
+    for source in sources:
+        assert (REPO_ROOT / source).exists(), source
+    start = broker["entrypoint"][-1].replace("/etc/frtwatch/kafka/", "deploy/kafka/sasl-ssl/")
+    assert (REPO_ROOT / start).exists()
+    assert subprocess.run(["bash", "-n", str(REPO_ROOT / start)]).returncode == 0
+    properties = dict(
+        line.split("=", 1)
+        for line in (REPO_ROOT / "deploy/kafka/sasl-ssl/server.properties").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    protocols = dict(pair.split(":") for pair in properties["listener.security.protocol.map"].split(","))
+    assert set(protocols.values()) <= {"SASL_SSL", "SSL"}
+    assert protocols[properties["controller.listener.names"]] == "SSL"
+    assert properties["listener.name.controller.ssl.client.auth"] == "required"
+    # The base file's ports and the override's broker agree: clients on kafka:29092 and host :9092.
+    assert "INTERNAL://kafka:29092" in properties["advertised.listeners"]
+    assert "EXTERNAL://127.0.0.1:9092" in properties["advertised.listeners"]
+
+
+def test_the_sasl_ssl_secrets_service_runs_a_real_command() -> None:
+    argv = SASL["services"]["kafka-secrets"]["command"]
+    assert argv[:3] == ["frtwatch", "stack", "kafka-secrets"]
+    result = subprocess.run(
+        [sys.executable, "-m", "frtwatch", *argv[1:3], "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and "--owner" in result.stdout, result.stderr

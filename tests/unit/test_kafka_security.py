@@ -7,7 +7,7 @@ import pytest
 
 from frtwatch.config import Settings, kafka_environment
 from frtwatch.kafka_security import PLAINTEXT, SASL_SSL, KafkaSecurity, KafkaSecurityError
-from frtwatch.stack.kafka_secrets import LocalKafkaSecrets
+from frtwatch.stack.kafka_secrets import KafkaSecrets
 
 
 def test_plaintext_gives_no_options(tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ def test_a_missing_password_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_each_library_gets_the_same_credentials_and_nothing_echoes_the_password(tmp_path: Path) -> None:
     client = KafkaSecurity(SASL_SSL, "frtwatch", tmp_path / "frtwatch.password", tmp_path / "ca.pem")
-    secrets = LocalKafkaSecrets(tmp_path, client)
+    secrets = KafkaSecrets.of_home(tmp_path, client)
     secrets.ensure()
     password = client.password()
     assert len(password) >= 24 and password != secrets.broker.password()
@@ -81,7 +81,7 @@ def test_the_local_certificate_is_for_loopback_and_signed_by_the_local_ca(tmp_pa
     from cryptography import x509
 
     client = KafkaSecurity(SASL_SSL, "frtwatch", tmp_path / "p", tmp_path / "tls" / "ca.pem")
-    secrets = LocalKafkaSecrets(tmp_path, client)
+    secrets = KafkaSecrets.of_home(tmp_path, client)
     secrets.ensure()
     ca = x509.load_pem_x509_certificate(client.ca_file.read_bytes())  # type: ignore[union-attr]
     chain = x509.load_pem_x509_certificates(secrets.server_pem.read_bytes())

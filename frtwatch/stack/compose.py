@@ -1,0 +1,34 @@
+"""docker-compose's Kafka with SASL/SCRAM over TLS (docker-compose.sasl-ssl.yml): the secrets
+volume its broker and frtwatch's services share, written by `frtwatch stack kafka-secrets`."""
+
+import os
+from pathlib import Path
+
+from frtwatch.kafka_security import scram_jaas
+from frtwatch.stack.kafka import new_cluster_id
+from frtwatch.stack.kafka_secrets import KafkaSecrets, write_private
+
+
+def write_compose_secrets(directory: Path, hosts: tuple[str, ...], owner: int | None) -> KafkaSecrets:
+    """The kafka-secrets volume of docker-compose's SASL/SCRAM option: besides the certificates
+    and passwords, the broker's JAAS file, its storage-format arguments (the SCRAM users), a
+    cluster id, and client properties for Kafka's own scripts (the health check). ``owner``:
+    the uid the broker runs as (the apache/kafka image's is 1000)."""
+    secrets = KafkaSecrets.in_directory(directory, hosts)
+    secrets.ensure()
+    broker = secrets.broker
+    jaas = scram_jaas(broker.username, broker.password())
+    files = {
+        "kafka-broker-jaas.conf": f"KafkaServer {{\n  {jaas}\n}};\n",
+        "kafka-scram-users.args": "\n".join(secrets.scram_users()) + "\n",
+        "kafka-client.properties": "".join(f"{k}={v}\n" for k, v in secrets.client.java_properties().items()),
+    }
+    for name, text in files.items():
+        write_private(directory / name, text)
+    cluster_id = directory / "kafka-cluster-id"
+    if not cluster_id.exists():
+        cluster_id.write_text(new_cluster_id() + "\n")
+    if owner is not None:  # the broker's user reads them; frtwatch's services run as root
+        for path in directory.iterdir():
+            os.chown(path, owner, -1)
+    return secrets
