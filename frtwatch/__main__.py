@@ -1,3 +1,3 @@
-from frtwatch.cli import app
+from frtwatch.cli import main
 
-app(prog_name="frtwatch")
+main()

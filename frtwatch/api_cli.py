@@ -46,7 +46,6 @@ def api_serve(
     from audit.query_log import QueryLog
     from audit.sink import AuditSink
     from audit.store import Store
-    from frtwatch.kafka_security import KafkaSecurityError
     from stream_processors.metrics import SinkMetrics
     from stream_processors.metrics import serve as serve_metrics
 
@@ -61,7 +60,7 @@ def api_serve(
         raise typer.Exit(2) from None
     try:
         query_log = QueryLog(settings.bootstrap_servers, security=settings.kafka_security)
-    except (KafkaError, KafkaSecurityError) as error:  # no query may go unrecorded, so none is served
+    except KafkaError as error:  # no query may go unrecorded, so none is served
         console.print(f"[red]Kafka at {settings.bootstrap_servers} unreachable ({error}): not serving[/red]")
         raise typer.Exit(2) from None
     store = Store(settings.clickhouse_dsn)

@@ -507,3 +507,15 @@ def process(
 
     sys.argv = ["frtwatch process", "worker", "--loglevel", loglevel, "--without-web"]
     faust_app.main()
+
+
+def main() -> None:
+    """The console entry point. A Kafka credential found missing only when a client is built
+    (no password file yet) ends in one clear line, not a traceback."""
+    from frtwatch.kafka_security import KafkaSecurityError
+
+    try:
+        app(prog_name="frtwatch")
+    except KafkaSecurityError as error:
+        errors.print(f"[red]Kafka security:[/] {error}")
+        sys.exit(2)

@@ -62,6 +62,12 @@ class LocalStack:
             created = kafka.create_topics(self.settings.events_partitions)
             topics = ", ".join(f"{name} ({count}p)" for name, count in created.items())
             summary["kafka"] = f"{kafka.bootstrap_servers}, {kafka.size} broker(s); topics {topics}"
+            if kafka.security.secure:
+                security = kafka.security
+                summary["kafka security"] = (
+                    f"SASL_SSL ({security.mechanism}), user {security.username}, password in "
+                    f"{security.password_file}, CA {security.ca_file}"
+                )
         if monitoring:
             self.alertmanager.start()
             summary["alertmanager"] = self.alertmanager.url

@@ -24,6 +24,16 @@ from frtwatch.stack.kafka import KafkaCluster
 from producers.simulator import Simulation, plan, write_keys
 
 PARTITIONS = 4
+# A valid recognition's fields, for tests that emit through the device SDK.
+RECOGNITION = {
+    "subject_ref": "sub-1",
+    "purpose": "access_control",
+    "mode": "verify_1to1",
+    "legal_basis": "consent",
+    "consent_id": "c-1",
+    "subject_minor": False,
+    "verification_channel": "local",
+}
 
 
 class Worker:

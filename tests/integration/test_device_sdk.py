@@ -14,17 +14,9 @@ from contracts import ContractError, decode_event, topics, verify
 from frtwatch.stack.kafka import KafkaCluster
 from producers.emitter import EventEmitter
 from producers.sender import BufferFullError
+from tests.integration.pipeline import RECOGNITION
 
 KEY = b"cam-7-device-key-0123456789abcdef"
-RECOGNITION = {
-    "subject_ref": "sub-1",
-    "purpose": "access_control",
-    "mode": "verify_1to1",
-    "legal_basis": "consent",
-    "consent_id": "c-1",
-    "subject_minor": False,
-    "verification_channel": "local",
-}
 
 
 def read(kafka: KafkaCluster, positions: dict[str, tuple[int, int]]) -> dict[str, bytes]:

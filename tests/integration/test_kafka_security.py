@@ -20,15 +20,18 @@ from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
+from contracts import decode_event
 from frtwatch import REPO_ROOT
 from frtwatch.config import Settings, kafka_environment
 from frtwatch.kafka_security import SASL_SSL
 from frtwatch.stack.kafka import KafkaCluster, create_contract_topics, ensure_jars, java_command
 from frtwatch.stack.kafka_secrets import KafkaSecrets
 from frtwatch.stack.process import ManagedProcess, free_ports
+from producers.emitter import EventEmitter
 from tests.conftest import running_kafka
 from tests.integration.pipeline import (
     PARTITIONS,
+    RECOGNITION,
     Worker,
     check,
     check_audit_log,
@@ -107,6 +110,36 @@ def test_the_pipeline_over_sasl_ssl_finds_the_ground_truth_and_logs_no_password(
     assert all(password not in roundtrip.stdout + roundtrip.stderr for password in passwords(kafka_secure))
 
 
+def test_the_device_sdk_sends_over_sasl_ssl_with_the_same_options(kafka_secure: KafkaCluster) -> None:
+    topic = "sdk-over-sasl-ssl"  # not the events topic, which the pipeline test reads whole
+    security = kafka_secure.security.kafka_python()
+    admin = KafkaAdminClient(bootstrap_servers=kafka_secure.bootstrap_servers, **security)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        admin.close()
+    delivered: list[str] = []
+    with EventEmitter(
+        kafka_secure.bootstrap_servers,
+        operator_id="op-secure",
+        device_id="cam-1",
+        topic=topic,
+        on_delivery=lambda event_id, position, error: delivered.append(event_id) if error is None else None,
+        **security,
+    ) as device:
+        event_id = device.emit("recognition.performed", **RECOGNITION)
+    assert delivered == [event_id]
+    consumer = consumer_of(kafka_secure, enable_auto_commit=False)
+    try:
+        partition = TopicPartition(topic, 0)
+        consumer.assign([partition])
+        consumer.seek_to_beginning(partition)
+        records = consumer.poll(timeout_ms=10_000).get(partition, [])
+        assert [decode_event(record.value).event_id for record in records] == [event_id]
+    finally:
+        consumer.close()
+
+
 def _command_lines_holding(secrets: list[str]) -> list[int]:
     pids = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
@@ -162,7 +195,10 @@ def test_a_client_without_valid_credentials_gets_nothing(
         ).list_topics()
     with pytest.raises(KafkaError):
         producer = KafkaProducer(
-            bootstrap_servers=kafka_secure.bootstrap_servers, max_block_ms=REFUSAL_TIMEOUT_MS, **options
+            bootstrap_servers=kafka_secure.bootstrap_servers,
+            bootstrap_timeout_ms=REFUSAL_TIMEOUT_MS,
+            max_block_ms=REFUSAL_TIMEOUT_MS,
+            **options,
         )
         try:
             producer.send(topic, b"written without valid credentials").get(timeout=REFUSAL_TIMEOUT_MS / 1000)
