@@ -11,10 +11,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from audit.sink import TOPICS as SINK_TOPICS
 from audit.store import Store
@@ -253,3 +255,31 @@ def check_audit_log(kafka: KafkaCluster, tmp_path: Path) -> set[tuple[str, str, 
     assert all('original"' not in body for _, _, body in rows), "a dead letter kept the original bytes"
 
     return violations
+
+
+def wait_for_the_sink(kafka: KafkaCluster, sink: Worker, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not sink_caught_up(kafka):
+        assert time.monotonic() < deadline, "the sink never caught up"
+        assert sink.proc.poll() is None, "the sink died"
+        time.sleep(1)
+    time.sleep(3)  # its last checkpoint
+
+
+def wait_for_log(worker: Worker, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not (worker.log.exists() and text in worker.log.read_text()):
+        assert time.monotonic() < deadline and worker.proc.poll() is None, f"never logged {text!r}"
+        time.sleep(0.2)
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    """A metric's value from a /metrics page (summed over the samples with these labels)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        page = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )

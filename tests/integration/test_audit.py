@@ -20,7 +20,8 @@ from tests.integration.pipeline import (
     expected,
     fleet_keys,
     simulate,
-    sink_caught_up,
+    wait_for_log,
+    wait_for_the_sink,
     wait_for_verdicts,
     wait_until_assigned,
 )
@@ -43,13 +44,6 @@ def test_every_migration_applies_and_reverses(tmp_path: Path) -> None:
         assert len(migrate.upgrade(store.client, store.db)) == len(everything)  # and forwards again
     finally:
         store.close()
-
-
-def wait_for_log(worker: Worker, text: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not (worker.log.exists() and text in worker.log.read_text()):
-        assert time.monotonic() < deadline and worker.proc.poll() is None, f"never logged {text!r}"
-        time.sleep(0.2)
 
 
 def test_a_crash_between_rows_and_leaves_leaves_no_trace(tmp_path: Path) -> None:
@@ -100,12 +94,7 @@ def test_the_audit_log_holds_exactly_the_pipeline_output_through_kill_9_of_the_s
             sinks.append(Worker(kafka_alone, tmp_path, tmp_path / "keys.json", f"sink-{n}", SINK))
         assert sim.wait(timeout=120) == 0
         wait_for_verdicts(kafka_alone, expected(tmp_path)[0])
-        deadline = time.monotonic() + 120
-        while not sink_caught_up(kafka_alone):
-            assert time.monotonic() < deadline, "the sink never caught up"
-            assert sinks[-1].proc.poll() is None, "the sink died"
-            time.sleep(1)
-        time.sleep(2)  # its last checkpoint
+        wait_for_the_sink(kafka_alone, sinks[-1], timeout=120)
     finally:
         if sim is not None:
             sim.kill()

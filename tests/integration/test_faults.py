@@ -4,10 +4,7 @@ exactly what the pipeline had to write (tests.integration.pipeline.check_audit_l
 import os
 import signal
 import time
-import urllib.request
 from pathlib import Path
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import topics
 from frtwatch.stack.kafka import KafkaCluster
@@ -19,24 +16,17 @@ from tests.integration.pipeline import (
     check_audit_log,
     expected,
     fleet_keys,
+    metric,
     read_topic,
     simulate,
     sink_caught_up,
+    wait_for_log,
+    wait_for_the_sink,
     wait_for_verdicts,
     wait_until_assigned,
 )
-from tests.integration.test_audit import wait_for_log
 
 SINK = ("audit", "sink", "--batch-rows", "500", "--checkpoint-seconds", "2")
-
-
-def wait_for_the_sink(kafka: KafkaCluster, sink: Worker, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not sink_caught_up(kafka):
-        assert time.monotonic() < deadline, "the sink never caught up"
-        assert sink.proc.poll() is None, "the sink died"
-        time.sleep(1)
-    time.sleep(3)  # its last checkpoint
 
 
 def test_kill_9_of_the_worker_three_times_loses_and_repeats_nothing(
@@ -67,18 +57,6 @@ def test_kill_9_of_the_worker_three_times_loses_and_repeats_nothing(
             worker.stop()
         sink.stop()
     check_audit_log(kafka_alone, tmp_path)
-
-
-def metric(port: int, name: str, **labels: str) -> float:
-    """A metric's value from a /metrics page (summed over the samples with these labels)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        page = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(page)
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
 
 
 def test_alertmanager_down_for_60_s_delays_the_pages_and_loses_none(

@@ -28,8 +28,7 @@ from producers.fleet import Operator
 from producers.plan import Message
 from producers.sender import producer_settings
 from producers.simulator import Simulation, plan, run, write_keys
-from tests.integration.pipeline import Worker, read_topic, wait_until_assigned
-from tests.integration.test_faults import metric
+from tests.integration.pipeline import Worker, metric, read_topic, wait_until_assigned
 
 HOSTILE = 100_000
 

@@ -10,7 +10,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from tests.integration.pipeline import (
     expected,
     fleet_keys,
     simulate,
-    sink_caught_up,
+    wait_for_the_sink,
     wait_for_verdicts,
     wait_until_assigned,
 )
@@ -77,10 +76,7 @@ def test_the_pipeline_over_sasl_ssl_finds_the_ground_truth_and_logs_no_password(
         assert sim.wait(timeout=120) == 0
         want, _ = expected(tmp_path)
         check(kafka_secure, tmp_path, wait_for_verdicts(kafka_secure, want))
-        deadline = time.monotonic() + 120
-        while not sink_caught_up(kafka_secure):
-            assert time.monotonic() < deadline, "the audit sink never caught up"
-            time.sleep(1)
+        wait_for_the_sink(kafka_secure, sink, timeout=120)
         assert not _command_lines_holding(passwords(kafka_secure)), "a password is on a command line"
     finally:
         if sim is not None:
