@@ -20,7 +20,7 @@ from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
-from contracts import decode_event
+from contracts import decode_event, topics
 from frtwatch import REPO_ROOT
 from frtwatch.config import Settings, kafka_environment
 from frtwatch.kafka_security import SASL_SSL
@@ -217,6 +217,33 @@ def test_a_client_without_valid_credentials_gets_nothing(
         assert consumer.end_offsets([partition])[partition] == 0
     finally:
         consumer.close()
+
+
+@pytest.fixture
+def kafka_secure_three(tmp_path: Path) -> Iterator[KafkaCluster]:
+    security = Settings.from_env(home=tmp_path, kafka_protocol=SASL_SSL).kafka_security
+    yield from running_kafka(tmp_path / "kafka", PARTITIONS, brokers=3, security=security)
+
+
+def test_three_brokers_replicate_as_their_own_scram_user(kafka_secure_three: KafkaCluster) -> None:
+    """Replication 3 over SASL_SSL: every replica in sync, acks=all answered, no refusal logged."""
+    servers, security = kafka_secure_three.bootstrap_servers, kafka_secure_three.security.kafka_python()
+    producer = KafkaProducer(bootstrap_servers=servers, acks="all", **security)
+    try:
+        producer.send(topics.EVENTS, b"replicated").get(timeout=30)
+    finally:
+        producer.close()
+    admin = KafkaAdminClient(bootstrap_servers=servers, **security)
+    try:
+        partitions = admin.describe_topics([topics.EVENTS])[0]["partitions"]
+    finally:
+        admin.close()
+    assert len(partitions) == PARTITIONS
+    for partition in partitions:
+        assert len(partition["replica_nodes"]) == 3
+        assert sorted(partition["isr_nodes"]) == sorted(partition["replica_nodes"])
+    for node in kafka_secure_three.nodes():
+        assert b"Failed authentication" not in node.log_path.read_bytes(), node.name
 
 
 def test_the_controller_quorum_takes_only_the_nodes_certificate(kafka_secure: KafkaCluster) -> None:
