@@ -26,7 +26,7 @@ from frtwatch.config import Settings, kafka_environment
 from frtwatch.kafka_security import SASL_SSL
 from frtwatch.stack.kafka import KafkaCluster, create_contract_topics, ensure_jars, java_command
 from frtwatch.stack.kafka_secrets import KafkaSecrets
-from frtwatch.stack.process import ManagedProcess, free_ports
+from frtwatch.stack.process import ManagedProcess, StackError, free_ports
 from producers.emitter import EventEmitter
 from tests.conftest import running_kafka
 from tests.integration.pipeline import (
@@ -244,6 +244,19 @@ def test_three_brokers_replicate_as_their_own_scram_user(kafka_secure_three: Kaf
         assert sorted(partition["isr_nodes"]) == sorted(partition["replica_nodes"])
     for node in kafka_secure_three.nodes():
         assert b"Failed authentication" not in node.log_path.read_bytes(), node.name
+
+
+def test_a_home_formatted_plaintext_will_not_start_with_sasl(tmp_path: Path) -> None:
+    plain = KafkaCluster.on_free_ports(tmp_path)
+    try:
+        plain.start(timeout=120)
+    finally:
+        plain.stop()
+    security = Settings.from_env(home=tmp_path, kafka_protocol=SASL_SSL).kafka_security
+    secure = KafkaCluster(tmp_path, plain.broker_ports, plain.controller_ports, security)
+    with pytest.raises(StackError, match=r"was made for PLAINTEXT, not SASL_SSL: use another FRTWATCH_HOME"):
+        secure.start(timeout=30)
+    assert secure.node(0).pid() is None
 
 
 def test_the_controller_quorum_takes_only_the_nodes_certificate(kafka_secure: KafkaCluster) -> None:
