@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from frtwatch.kafka_security import PLAINTEXT_PROTOCOL, KafkaSecurity
+from frtwatch.kafka_security import CLIENT_USER, PLAINTEXT_PROTOCOL, KafkaSecurity
 
 
 def _default_home() -> Path:
@@ -113,7 +113,7 @@ class Settings:
             return KafkaSecurity()
         return KafkaSecurity(
             self.kafka_protocol,
-            self.kafka_username or "frtwatch",
+            self.kafka_username or CLIENT_USER,
             self.kafka_password_file or self.home / "keys" / "kafka-frtwatch.password",
             self.kafka_ca_file or self.home / "tls" / "kafka-ca.pem",
         )

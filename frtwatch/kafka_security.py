@@ -14,6 +14,7 @@ from typing import Any
 PLAINTEXT_PROTOCOL = "PLAINTEXT"
 SASL_SSL = "SASL_SSL"
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+CLIENT_USER = "frtwatch"  # the SCRAM user frtwatch's services connect as, unless told otherwise
 
 
 class KafkaSecurityError(ValueError):

@@ -19,9 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from frtwatch.kafka_security import SASL_SSL, KafkaSecurity
+from frtwatch.kafka_security import CLIENT_USER, SASL_SSL, KafkaSecurity
 
-CLIENT_USER = "frtwatch"  # the user frtwatch's services connect as
 BROKER_USER = "frtwatch-broker"  # the nodes' own user, for replication between brokers
 VALIDITY = timedelta(days=3650)
 
