@@ -53,14 +53,17 @@ class Predicate:
     test: Callable[..., bool]
     takes_list: bool
     waits: bool
+    per_pack: bool  # reads the pack's name or params: not shared between packs
 
 
 PREDICATES: dict[str, Predicate] = {}
 
 
-def predicate(name: str, *, takes_list: bool = False, waits: bool = False) -> Callable[..., Any]:
+def predicate(
+    name: str, *, takes_list: bool = False, waits: bool = False, per_pack: bool = False
+) -> Callable[..., Any]:
     def register(test: Callable[..., bool]) -> Callable[..., bool]:
-        PREDICATES[name] = Predicate(test, takes_list, waits)
+        PREDICATES[name] = Predicate(test, takes_list, waits, per_pack)
         return test
 
     return register
@@ -224,12 +227,12 @@ def _device_without_legal_mandate(ctx: Context) -> bool:
 # -- the operator's registry ---------------------------------------------------------------------
 
 
-@predicate("over_filing_threshold")
+@predicate("over_filing_threshold", per_pack=True)
 def _over_filing_threshold(ctx: Context) -> bool:
     return bool(ctx.event.stored_individuals > ctx.params["filing_threshold"])
 
 
-@predicate("filing_overdue")
+@predicate("filing_overdue", per_pack=True)
 def _filing_overdue(ctx: Context) -> bool:
     """Past the deadline counted from the operator's first snapshot over the threshold, and not
     filed by then."""
