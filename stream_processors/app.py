@@ -43,6 +43,7 @@ from stream_processors.outputs import Source, dead_letter_value, violation_value
 from stream_processors.reload import PackWatcher
 from stream_processors.router import Router
 from stream_processors.rules.pack import available_packs, load_packs
+from stream_processors.watchdog import RecoveryWatch, start_over
 
 
 def _mkdir(path: Path) -> Path:
@@ -258,6 +259,19 @@ async def log_at_the_chosen_level() -> None:
     for handler in [h for h in root.handlers if isinstance(h, SpinnerHandler)]:
         root.removeHandler(handler)
     root.setLevel(min((h.level for h in root.handlers), default=logging.WARNING) or logging.WARNING)
+
+
+@app.task
+async def start_over_when_recovery_stalls() -> None:
+    watch = RecoveryWatch(settings.recovery_stall_seconds)
+    recovery = app.tables.recovery  # type: ignore[attr-defined]  # the manager has one; its interface omits it
+    while True:
+        await asyncio.sleep(min(5.0, watch.limit / 4))
+        if watch.stuck(recovery.in_recovery, recovery.active_remaining_total()):
+            start_over(
+                f"table recovery has read nothing for {watch.limit:.0f} s",
+                lambda: shutil.rmtree(_scratch, ignore_errors=True),
+            )
 
 
 @app.task

@@ -1,0 +1,82 @@
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from stream_processors.watchdog import RecoveryWatch
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_recovery_reading_nothing_for_the_limit_is_stuck() -> None:
+    clock = Clock()
+    watch = RecoveryWatch(limit=60, clock=clock)
+    assert not watch.stuck(True, 500)
+    clock.now = 59
+    assert not watch.stuck(True, 500)
+    clock.now = 60
+    assert watch.stuck(True, 500)
+
+
+def test_a_recovery_that_reads_is_not_stuck_however_long_it_takes() -> None:
+    clock = Clock()
+    watch = RecoveryWatch(limit=60, clock=clock)
+    for remaining in range(10_000, 0, -100):
+        clock.now += 30
+        assert not watch.stuck(True, remaining)
+
+
+def test_nothing_left_to_read_or_no_recovery_is_not_stuck() -> None:
+    clock = Clock()
+    watch = RecoveryWatch(limit=60, clock=clock)
+    for _ in range(5):
+        clock.now += 100
+        assert not watch.stuck(True, 0)
+        assert not watch.stuck(False, 0)
+
+
+def test_the_stall_is_timed_from_the_recovery_it_belongs_to() -> None:
+    """A recovery that ended and a new one with the same count left: the clock starts again."""
+    clock = Clock()
+    watch = RecoveryWatch(limit=60, clock=clock)
+    watch.stuck(True, 500)
+    clock.now = 50
+    watch.stuck(False, 0)
+    clock.now = 70
+    assert not watch.stuck(True, 500)
+    clock.now = 129
+    assert not watch.stuck(True, 500)
+    clock.now = 130
+    assert watch.stuck(True, 500)
+
+
+def test_starting_over_runs_the_same_command_again_in_the_same_process(tmp_path: Path) -> None:
+    script = tmp_path / "once.py"
+    marker = tmp_path / "cleaned"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys
+            from pathlib import Path
+            from stream_processors.watchdog import start_over
+            print(os.getpid(), sys.argv[1:], flush=True)
+            if not Path({str(marker)!r}).exists():
+                start_over("test", lambda: Path({str(marker)!r}).touch())
+            """
+        )
+    )
+    run = subprocess.run(
+        [sys.executable, str(script), "process", "--x"], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    first, second = run.stdout.splitlines()
+    assert first == second  # same pid, same arguments
+    assert first.endswith("['process', '--x']")
+    assert marker.exists()
+    assert "test: starting the worker over" in run.stderr
