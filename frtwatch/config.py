@@ -51,7 +51,7 @@ class Settings:
     pack_extensions: Path | None = None  # a deployment's extension lists
     keys_file: Path | None = None  # device and back-office signing keys (JSON)
     grace_seconds: float = 10.0  # event time to wait for late consents and registrations
-    recovery_stall_seconds: float = 60.0  # a worker whose recovery reads nothing this long starts over
+    stall_seconds: float = 60.0  # a worker whose recovery or a lane of it is stuck this long starts over
     audit_retention_days: int | None = None  # audit entry bodies expire after this; None: kept
     api_port: int = 8088  # the regulators' API
     processor_metrics_port: int = 9100  # /metrics of `frtwatch process` (0: none)
@@ -82,7 +82,7 @@ class Settings:
             pack_extensions=_path(env.get("FRTWATCH_PACK_EXTENSIONS")),
             keys_file=_path(env.get("FRTWATCH_KEYS_FILE")),
             grace_seconds=float(env.get("FRTWATCH_GRACE_SECONDS", 10)),
-            recovery_stall_seconds=float(env.get("FRTWATCH_RECOVERY_STALL_SECONDS", 60)),
+            stall_seconds=float(env.get("FRTWATCH_STALL_SECONDS", 60)),
             audit_retention_days=int(env["FRTWATCH_AUDIT_RETENTION_DAYS"])
             if env.get("FRTWATCH_AUDIT_RETENTION_DAYS")
             else None,

@@ -43,7 +43,7 @@ from stream_processors.outputs import Source, dead_letter_value, violation_value
 from stream_processors.reload import PackWatcher
 from stream_processors.router import Router
 from stream_processors.rules.pack import available_packs, load_packs
-from stream_processors.watchdog import RecoveryWatch, start_over
+from stream_processors.watchdog import LaneWatch, RecoveryWatch, start_over
 
 
 def _mkdir(path: Path) -> Path:
@@ -160,8 +160,13 @@ async def dead_letter(raw: bytes, reason: str, source: Source) -> None:
     metrics.dead_letter(reason)
 
 
+router: Router | None = None  # this worker's, once its task runs
+lane_watch = LaneWatch(settings.stall_seconds)
+
+
 @app.task
 async def route() -> None:
+    global router
     # The internal topics exist, with their partitions, before anything is sent to them.
     await by_operator.maybe_declare()
     await accepted_topic.maybe_declare()
@@ -191,6 +196,7 @@ judging = asyncio.Lock()
 async def judge_lane(stream: Any) -> None:
     async for event in stream.events():
         lane = event.message.partition
+        lane_watch.heard(lane)
         bundle = Bundle.decode(event.value)
         async with judging:
             judge.expect(lane, {str(source[1]) for source, _ in bundle.items})
@@ -262,16 +268,31 @@ async def log_at_the_chosen_level() -> None:
 
 
 @app.task
-async def start_over_when_recovery_stalls() -> None:
-    watch = RecoveryWatch(settings.recovery_stall_seconds)
+async def start_over_when_stuck() -> None:
+    """See stream_processors.watchdog: a stuck recovery, or a lane that stopped delivering."""
+    recovery_watch = RecoveryWatch(settings.stall_seconds)
     recovery = app.tables.recovery  # type: ignore[attr-defined]  # the manager has one; its interface omits it
+    limit = f"{settings.stall_seconds:.0f} s"
     while True:
-        await asyncio.sleep(min(5.0, watch.limit / 4))
-        if watch.stuck(recovery.in_recovery, recovery.active_remaining_total()):
-            start_over(
-                f"table recovery has read nothing for {watch.limit:.0f} s",
-                lambda: shutil.rmtree(_scratch, ignore_errors=True),
-            )
+        await asyncio.sleep(min(5.0, settings.stall_seconds / 4))
+        if recovery.in_recovery:
+            lane_watch.assigned()  # a lane's silence while it is recovered does not count
+            if recovery_watch.stuck(True, recovery.active_remaining_total()):
+                start_over(f"table recovery has read nothing for {limit}", _forget_scratch)
+        else:
+            recovery_watch.stuck(False, 0)
+            stuck = lane_watch.stuck(assigned_lanes(), router.marked_at if router else 0.0)
+            if stuck:
+                start_over(f"lanes {stuck} delivered nothing for {limit}, though marked", _forget_scratch)
+
+
+def _forget_scratch() -> None:
+    shutil.rmtree(_scratch, ignore_errors=True)
+
+
+def assigned_lanes() -> set[int]:
+    lanes = by_operator.get_topic_name()
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == lanes}
 
 
 @app.task
@@ -306,9 +327,7 @@ async def forget_everything_until_recovered(sender: Any, /, *args: Any, signal: 
 async def rebuild_engine() -> None:
     """After every rebalance: the state of exactly the partitions this worker now owns (the
     store may still hold records of partitions that moved to another worker)."""
-    mine = {
-        tp.partition for tp in app.assignor.assigned_actives() if tp.topic == by_operator.get_topic_name()
-    }
+    mine = assigned_lanes()
     records = {}
     for key, stored in list(state_table.data.items()):
         partition, value = str(stored).split("|", 1)
@@ -317,3 +336,4 @@ async def rebuild_engine() -> None:
     async with judging:
         journal.recover(records)
         await publish_decided(judge.rebuild())
+    lane_watch.assigned()

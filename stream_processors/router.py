@@ -118,6 +118,7 @@ class Router:
         self._reached: dict[int, datetime] = {}
         self._lock = asyncio.Lock()  # a batch is routed and committed whole before a rebalance
         self._marks_due = 0.0
+        self.marked_at = 0.0  # when Kafka last acknowledged marks for every lane (monotonic)
 
     async def run(self) -> None:
         self.consumer.subscribe([topics.EVENTS], listener=_Handover(self))
@@ -183,6 +184,7 @@ class Router:
                     for lane in range(self.lanes)
                 ]
             )
+            self.marked_at = time.monotonic()
 
     async def hand_over(self, revoked: set[TopicPartition]) -> None:
         """Partitions are leaving this router: finish the batch in hand, and tell every lane

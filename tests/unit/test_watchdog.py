@@ -3,7 +3,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from stream_processors.watchdog import RecoveryWatch
+from stream_processors.watchdog import LaneWatch, RecoveryWatch
 
 
 class Clock:
@@ -54,6 +54,41 @@ def test_the_stall_is_timed_from_the_recovery_it_belongs_to() -> None:
     assert not watch.stuck(True, 500)
     clock.now = 130
     assert watch.stuck(True, 500)
+
+
+def test_a_lane_silent_for_the_limit_while_marked_is_stuck() -> None:
+    clock = Clock()
+    watch = LaneWatch(limit=60, clock=clock)
+    watch.assigned()
+    for second in range(1, 120):
+        clock.now = second
+        watch.heard(0)  # lane 0 delivers; lane 1 has not since its assignment
+        stuck = watch.stuck([0, 1], marked_at=clock.now)
+        assert stuck == ([1] if second >= 60 else [])
+
+
+def test_a_lane_is_not_stuck_when_no_marks_were_written_since_it_was_heard() -> None:
+    """Kafka down, or no router reading: silence is expected."""
+    clock = Clock()
+    watch = LaneWatch(limit=60, clock=clock)
+    watch.assigned()
+    clock.now = 10
+    watch.heard(1)
+    clock.now = 200
+    assert watch.stuck([1], marked_at=10.5) == []
+    assert watch.stuck([1], marked_at=199) == [1]
+
+
+def test_silence_counts_from_the_last_assignment() -> None:
+    clock = Clock()
+    watch = LaneWatch(limit=60, clock=clock)
+    watch.assigned()
+    clock.now = 100
+    watch.assigned()  # a rebalance finished: lane 2 is new here
+    clock.now = 150
+    assert watch.stuck([2], marked_at=150) == []
+    clock.now = 160
+    assert watch.stuck([2], marked_at=160) == [2]
 
 
 def test_starting_over_runs_the_same_command_again_in_the_same_process(tmp_path: Path) -> None:
