@@ -40,6 +40,7 @@ from stream_processors.journal import Journal
 from stream_processors.judge import Judge
 from stream_processors.metrics import AlertMetrics, ProcessorMetrics, serve
 from stream_processors.outputs import Source, dead_letter_value, violation_value
+from stream_processors.readback import published_since
 from stream_processors.reload import PackWatcher
 from stream_processors.router import Router
 from stream_processors.rules.pack import available_packs, load_packs
@@ -209,7 +210,8 @@ async def judge_lane(stream: Any) -> None:
                     metrics.accepted(verdict.accepted)
                 for problem in verdict.problems:
                     await dead_letter(raw, f"{problem.reason}: {problem.detail}", source)
-                await publish(verdict.violations)
+                if verdict.violations:
+                    await publish(verdict.violations)
             if accepted.items:
                 await app.producer.send(topics.ACCEPTED, lane_key(lane), accepted.encode(), None, None, None)
             for partition, reached, caught_up_at in bundle.marks:
@@ -220,10 +222,17 @@ async def judge_lane(stream: Any) -> None:
             await persist()
 
 
+# The lanes whose state this worker has recovered (and stamps in the journal).
+recovered: set[int] = set()
+
+
 @app.timer(interval=1.0)
 async def close_quiet_grace_periods() -> None:
     async with judging:
         await publish_decided(judge.tick())
+        # Between bundles: every violation handed to the producer is journalled now.
+        journal.stamp(recovered, int(time.time() * 1000))
+        await persist()
 
 
 async def publish_decided(violations: list[Violation]) -> None:
@@ -319,6 +328,7 @@ async def forget_everything_until_recovered(sender: Any, /, *args: Any, signal: 
     events) until recovery rebuilds it for the new assignment. Faust has let the agent finish
     its bundle by now; the lock waits for a timer tick in progress."""
     async with judging:
+        recovered.clear()
         journal.recover({})
         judge.rebuild()
 
@@ -327,7 +337,15 @@ async def forget_everything_until_recovered(sender: Any, /, *args: Any, signal: 
 async def rebuild_engine() -> None:
     """After every rebalance: the state of exactly the partitions this worker now owns (the
     store may still hold records of partitions that moved to another worker)."""
-    mine = assigned_lanes()
+    try:
+        await rebuild(assigned_lanes())
+    except Exception:  # faust drops a recovery callback's error unseen, and judging on would be wrong
+        log.exception("rebuilding the judge's state failed")
+        start_over("rebuilding the judge's state failed", _forget_scratch)
+    lane_watch.assigned()
+
+
+async def rebuild(mine: set[int]) -> None:
     records = {}
     for key, stored in list(state_table.data.items()):
         partition, value = str(stored).split("|", 1)
@@ -335,5 +353,16 @@ async def rebuild_engine() -> None:
             records[key] = (int(partition), value)
     async with judging:
         journal.recover(records)
+        # What a crashed owner published and had not journalled yet must not be published again.
+        found = await published_since(
+            settings.bootstrap_servers,
+            settings.kafka_security,
+            journal.journalled_until(mine),
+            mine,
+            settings.events_partitions,
+        )
+        journal.journal_published(found, int(time.time() * 1000))
         await publish_decided(judge.rebuild())
-    lane_watch.assigned()
+        recovered.update(mine)
+        journal.stamp(recovered, int(time.time() * 1000))
+        await persist()

@@ -7,10 +7,15 @@ the violations published, plus one record per fact event (registrations, consent
 snapshots: few, and kept for good). Old admission and publication records are dropped past a
 window; a waiting record is dropped once all its events are decided. The live state is plain
 dicts (what the Judge reads); recovery rebuilds them from the records.
+
+A violation is handed to the producer before the record naming it as published: a crash in
+between leaves it published but not journalled. So each partition is stamped now and then
+with a time before which all it published is journalled; after a crash the next owner reads
+the violations published since the stamp and journals them (``journal_published``).
 """
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +23,7 @@ import msgspec
 
 # (partition, key, value or None to delete) -> None
 Write = Callable[[int, str, str | None], None]
+PUBLISHED_PER_RECORD = 2_000  # violation ids in one record: well under Kafka's message limit
 
 
 class RecordingDict(dict[str, Any]):
@@ -69,6 +75,7 @@ class Journal:
     _waiting: dict[str, tuple[int, str]] = field(default_factory=dict)  # event_id -> its wait record
     _wait_records: dict[str, set[str]] = field(default_factory=dict)  # record key -> undecided ids
     _history: dict[tuple[int, str], deque[tuple[str, list[str]]]] = field(default_factory=dict)
+    stamps: dict[int, int] = field(default_factory=dict)  # partition -> its latest stamp (epoch ms)
 
     def commit(self, partition: int, offset: int) -> None:
         """Persist what the batch of ``partition`` starting at ``offset`` changed."""
@@ -112,6 +119,28 @@ class Journal:
                 self._remember(partition, "pub", key, ids)
         self.forget_decided()
 
+    def stamp(self, partitions: Iterable[int], now_ms: int) -> None:
+        """Every violation these partitions yielded so far is journalled: by the records written
+        before this one, in the same partition (so in Kafka before it)."""
+        for partition in partitions:
+            self.write(partition, f"time|{partition}", str(now_ms))
+            self.stamps[partition] = now_ms
+
+    def journalled_until(self, partitions: Iterable[int]) -> int:
+        """Epoch ms before which every violation of these partitions is journalled: their
+        oldest stamp (0 if one was never stamped: anything may be missing)."""
+        return min((self.stamps.get(partition, 0) for partition in partitions), default=0)
+
+    def journal_published(self, ids_by_partition: dict[int, list[str]], stamp: int) -> None:
+        """Violations found published though not journalled: journal them as published."""
+        for partition, ids in ids_by_partition.items():
+            for n, start in enumerate(range(0, len(ids), PUBLISHED_PER_RECORD)):
+                chunk = ids[start : start + PUBLISHED_PER_RECORD]
+                key = f"found|{partition}|{stamp}|{n}"
+                self.write(partition, key, _dumps(chunk))
+                dict.update(self.published, dict.fromkeys(chunk, "1"))
+                self._remember(partition, "pub", key, chunk)
+
     def forget_decided(self) -> None:
         """Drop the waiting records whose events have all been decided."""
         _, decided = self.pending.drain()
@@ -142,6 +171,7 @@ class Journal:
         self._waiting.clear()
         self._wait_records.clear()
         self._history.clear()
+        self.stamps.clear()
         for key, (partition, value) in sorted(records.items(), key=_record_order):
             kind = key.split("|", 1)[0]
             if kind == "adm":
@@ -152,7 +182,7 @@ class Journal:
                 self._history.setdefault((partition, "adm"), deque()).append(
                     (key, [i for i, _ in data["seen"]])
                 )
-            elif kind == "pub":
+            elif kind in ("pub", "found"):
                 ids = msgspec.json.decode(value)
                 dict.update(self.published, dict.fromkeys(ids, "1"))
                 self._history.setdefault((partition, "pub"), deque()).append((key, ids))
@@ -163,6 +193,8 @@ class Journal:
                 dict.update(self.pending, ids)
                 self._wait_records[key] = set(ids)
                 self._waiting.update({event_id: (partition, key) for event_id in ids})
+            elif kind == "time":
+                self.stamps[partition] = int(value)
 
 
 def _record_order(item: tuple[str, tuple[int, str]]) -> tuple[int, int]:

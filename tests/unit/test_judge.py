@@ -116,3 +116,43 @@ def test_the_journal_records_enough_to_restart_exactly() -> None:
     found += [v.violation_id for v in judge.flush_all()]
     assert len(found) == len(set(found)), "a violation was published twice"
     assert set(found) == set(uninterrupted)
+
+
+def test_violations_published_but_not_journalled_are_not_published_again_once_found() -> None:
+    """A crash between handing a batch's violations to the producer and journalling them: the
+    next owner reads back what was published since the partition's stamp and journals it."""
+    from stream_processors.journal import Journal
+
+    table: dict[str, tuple[int, str]] = {}
+
+    def write(partition: int, key: str, value: str | None) -> None:
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = (partition, value)
+
+    def judge_for(journal: Journal) -> Judge:
+        gate = Gate(seen=journal.seen, last_seq=journal.last_seq)
+        return Judge(PACKS, gate, facts=journal.facts, pending=journal.pending, published=journal.published)
+
+    messages = traffic()
+    first = Journal(write)
+    judge = judge_for(first)
+    published = judge_all(judge, messages[:2000])
+    first.commit(0, 0)
+    first.stamp([0], 1_000)
+    unjournalled = judge_all(judge, messages[2000:3000], offset=2000)  # then kill -9
+    assert unjournalled, "the crashed batch published something"
+
+    journal = Journal(write)
+    journal.recover(dict(table))
+    assert journal.journalled_until([0]) == 1_000
+    assert journal.journalled_until([0, 1]) == 0, "a partition never stamped: anything may be missing"
+    journal.journal_published({0: unjournalled}, 2_000)
+    judge = judge_for(journal)
+    again = [v.violation_id for v in judge.rebuild()] + judge_all(judge, messages[2000:3000], offset=2000)
+    assert not set(again) & set(published + unjournalled), "a violation was published twice"
+
+    restarted = Journal(write)  # the found ones are journalled, for the owner after this one too
+    restarted.recover(dict(table))
+    assert set(unjournalled) <= set(restarted.published)
