@@ -98,7 +98,7 @@ class Judge:
         found = engine.process(event, source=None if self._marks_only else origin.rpartition(":")[0])
         if engine.last_queued:
             self.pending[event.event_id] = f"{lane}|{raw.decode()}"
-        self._forget_decided()
+        self._forget_decided((engine,))  # only this lane's engine has decided anything
         verdict.violations = self._unpublished(found)
         return verdict
 
@@ -125,8 +125,8 @@ class Judge:
         self._forget_decided()
         return self._unpublished(found)
 
-    def _forget_decided(self) -> None:
-        for engine in self.engines.values():
+    def _forget_decided(self, engines: Iterable[Engine] | None = None) -> None:
+        for engine in self.engines.values() if engines is None else engines:
             for event_id in engine.decided:
                 self.pending.pop(event_id, None)
             engine.decided.clear()
