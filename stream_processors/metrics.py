@@ -10,6 +10,7 @@ from the start. Tests pass their own registry.
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
@@ -87,8 +88,8 @@ class ProcessorMetrics:
         self._events_of = {event_type: self.events.labels(event_type) for event_type in EVENT_TYPES}
         for reason in (*ROUTING_REASONS, *REASONS):
             self.dead_letters.labels(reason)
-        for severity in SEVERITIES:
-            self.detection_latency.labels(severity)
+        self._violations_of: dict[tuple[str, str, str, str], Any] = {}
+        self._latency_of = {severity: self.detection_latency.labels(severity) for severity in SEVERITIES}
         for outcome in ("success", "failure"):
             self.pack_reloads.labels(outcome)
 
@@ -104,9 +105,13 @@ class ProcessorMetrics:
             self.stored_individuals.labels(event.operator_id).set(event.stored_individuals)
 
     def violation(self, record: Violation) -> None:
-        self.violations.labels(record.rule_id, record.severity, record.policy_pack, record.operator_id).inc()
+        labels = (record.rule_id, record.severity, record.policy_pack, record.operator_id)
+        counter = self._violations_of.get(labels)
+        if counter is None:  # as many as the series themselves: rules x operators
+            counter = self._violations_of[labels] = self.violations.labels(*labels)
+        counter.inc()
         latency = (datetime.now(UTC) - parse_timestamp(record.occurred_at)).total_seconds()
-        self.detection_latency.labels(record.severity).observe(max(latency, 0.0))
+        self._latency_of[record.severity].observe(max(latency, 0.0))
 
     def dead_letter(self, reason: str) -> None:
         """``reason`` as sent: its code before the first colon."""
