@@ -282,8 +282,10 @@ async def start_over_when_stuck() -> None:
     recovery_watch = RecoveryWatch(settings.stall_seconds)
     recovery = app.tables.recovery  # type: ignore[attr-defined]  # the manager has one; its interface omits it
     limit = f"{settings.stall_seconds:.0f} s"
-    while True:
+    while not app.should_stop:
         await asyncio.sleep(min(5.0, settings.stall_seconds / 4))
+        if app.should_stop:
+            return
         if recovery.in_recovery:
             lane_watch.assigned()  # a lane's silence while it is recovered does not count
             if recovery_watch.stuck(True, recovery.active_remaining_total()):
@@ -340,6 +342,8 @@ async def rebuild_engine() -> None:
     try:
         await rebuild(assigned_lanes())
     except Exception:  # faust drops a recovery callback's error unseen, and judging on would be wrong
+        if app.should_stop:
+            return  # the worker is stopping (its producer may be gone already): nothing to judge
         log.exception("rebuilding the judge's state failed")
         start_over("rebuilding the judge's state failed", _forget_scratch)
     lane_watch.assigned()
