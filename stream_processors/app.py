@@ -219,20 +219,28 @@ async def judge_lane(stream: Any) -> None:
                 caught_up = datetime.fromtimestamp(caught_up_at, UTC) if caught_up_at else None
                 await publish(judge.mark(lane, str(partition), reached_at, caught_up))
             journal.commit(lane, event.message.offset)
+            now_ms = int(time.time() * 1000)
+            if lane in recovered and journal.stamp_due((lane,), now_ms, STAMP_MS):
+                journal.stamp((lane,), now_ms)  # after the bundle's own records, in its partition
             await persist()
 
 
-# The lanes whose state this worker has recovered (and stamps in the journal).
+# The lanes whose state this worker has recovered, and stamps in the journal: a busy lane at
+# the end of a bundle at most every STAMP_MS (its records go out with the bundle's), an idle
+# one from the timer (whose sends, made holding the judging lock, must not wait on busy ones).
 recovered: set[int] = set()
+STAMP_MS, IDLE_STAMP_MS = 1_000, 5_000
 
 
 @app.timer(interval=1.0)
 async def close_quiet_grace_periods() -> None:
     async with judging:
         await publish_decided(judge.tick())
-        # Between bundles: every violation handed to the producer is journalled now.
-        journal.stamp(recovered, int(time.time() * 1000))
-        await persist()
+        now_ms = int(time.time() * 1000)
+        idle = journal.stamp_due(recovered, now_ms, IDLE_STAMP_MS)
+        if idle:  # between bundles: every violation handed to the producer is journalled now
+            journal.stamp(idle, now_ms)
+            await persist()
 
 
 async def publish_decided(violations: list[Violation]) -> None:

@@ -126,6 +126,10 @@ class Journal:
             self.write(partition, f"time|{partition}", str(now_ms))
             self.stamps[partition] = now_ms
 
+    def stamp_due(self, partitions: Iterable[int], now_ms: int, every_ms: int) -> list[int]:
+        """The partitions among these whose latest stamp is ``every_ms`` old or more."""
+        return [p for p in partitions if now_ms - self.stamps.get(p, 0) >= every_ms]
+
     def journalled_until(self, partitions: Iterable[int]) -> int:
         """Epoch ms before which every violation of these partitions is journalled: their
         oldest stamp (0 if one was never stamped: anything may be missing)."""

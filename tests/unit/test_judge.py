@@ -148,6 +148,8 @@ def test_violations_published_but_not_journalled_are_not_published_again_once_fo
     journal.recover(dict(table))
     assert journal.journalled_until([0]) == 1_000
     assert journal.journalled_until([0, 1]) == 0, "a partition never stamped: anything may be missing"
+    assert journal.stamp_due([0, 1], 1_500, every_ms=1_000) == [1]
+    assert journal.stamp_due([0, 1], 2_000, every_ms=1_000) == [0, 1]
     journal.journal_published({0: unjournalled}, 2_000)
     judge = judge_for(journal)
     again = [v.violation_id for v in judge.rebuild()] + judge_all(judge, messages[2000:3000], offset=2000)
