@@ -7,6 +7,7 @@ from typing import Any
 from producers.plan import Message
 from producers.simulator import Simulation, run
 from stream_processors.admission import Gate
+from stream_processors.journal import Journal
 from stream_processors.judge import Judge
 from stream_processors.rules.pack import available_packs, load_packs
 
@@ -34,6 +35,26 @@ def judge_all(judge: Judge, messages: list[Message], offset: int = 0) -> list[st
 
 def empty_stores() -> dict[str, dict[str, Any]]:
     return {name: {} for name in ("seen", "seq", "facts", "pending", "published")}
+
+
+class Table(dict[str, tuple[int, str]]):
+    """The changelogged table as the journal writes it, with the keys written in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, partition: int, key: str, value: str | None) -> None:
+        self.writes.append(key)
+        if value is None:
+            self.pop(key, None)
+        else:
+            self[key] = (partition, value)
+
+
+def judge_for(journal: Journal) -> Judge:
+    gate = Gate(seen=journal.seen, last_seq=journal.last_seq)
+    return Judge(PACKS, gate, facts=journal.facts, pending=journal.pending, published=journal.published)
 
 
 def test_a_restarted_judge_continues_exactly_where_the_first_stopped() -> None:
@@ -74,21 +95,7 @@ def test_pending_events_are_forgotten_once_decided() -> None:
 
 def test_the_journal_records_enough_to_restart_exactly() -> None:
     """As the faust app runs it: batches of one partition, journal records as the only state."""
-    from stream_processors.journal import Journal
-
-    table: dict[str, tuple[int, str]] = {}
-    writes = []
-
-    def write(partition: int, key: str, value: str | None) -> None:
-        writes.append(key)
-        if value is None:
-            table.pop(key, None)
-        else:
-            table[key] = (partition, value)
-
-    def judge_for(journal: Journal) -> Judge:
-        gate = Gate(seen=journal.seen, last_seq=journal.last_seq)
-        return Judge(PACKS, gate, facts=journal.facts, pending=journal.pending, published=journal.published)
+    table = Table()
 
     def run_batches(journal: Journal, judge: Judge, messages: list[Message], start: int) -> list[str]:
         found = []
@@ -103,12 +110,12 @@ def test_the_journal_records_enough_to_restart_exactly() -> None:
     uninterrupted = judge_all(whole, messages) + [v.violation_id for v in whole.flush_all()]
 
     half = len(messages) // 2
-    first_journal = Journal(write)
+    first_journal = Journal(table.write)
     found = run_batches(first_journal, judge_for(first_journal), messages[:half], 0)
-    batch_records = [key for key in writes if not key.startswith("fact|")]  # facts: one each, for good
+    batch_records = [key for key in table.writes if not key.startswith("fact|")]  # facts: one each, for good
     assert len(batch_records) <= 4 * (half // 250) + 10, "a few records per batch, not one per event"
 
-    journal = Journal(write)  # a new worker: only the table survives
+    journal = Journal(table.write)  # a new worker: only the table survives
     journal.recover(dict(table))
     judge = judge_for(journal)
     found += [v.violation_id for v in judge.rebuild()]
@@ -121,22 +128,10 @@ def test_the_journal_records_enough_to_restart_exactly() -> None:
 def test_violations_published_but_not_journalled_are_not_published_again_once_found() -> None:
     """A crash between handing a batch's violations to the producer and journalling them: the
     next owner reads back what was published since the partition's stamp and journals it."""
-    from stream_processors.journal import Journal
-
-    table: dict[str, tuple[int, str]] = {}
-
-    def write(partition: int, key: str, value: str | None) -> None:
-        if value is None:
-            table.pop(key, None)
-        else:
-            table[key] = (partition, value)
-
-    def judge_for(journal: Journal) -> Judge:
-        gate = Gate(seen=journal.seen, last_seq=journal.last_seq)
-        return Judge(PACKS, gate, facts=journal.facts, pending=journal.pending, published=journal.published)
+    table = Table()
 
     messages = traffic()
-    first = Journal(write)
+    first = Journal(table.write)
     judge = judge_for(first)
     published = judge_all(judge, messages[:2000])
     first.commit(0, 0)
@@ -144,7 +139,7 @@ def test_violations_published_but_not_journalled_are_not_published_again_once_fo
     unjournalled = judge_all(judge, messages[2000:3000], offset=2000)  # then kill -9
     assert unjournalled, "the crashed batch published something"
 
-    journal = Journal(write)
+    journal = Journal(table.write)
     journal.recover(dict(table))
     assert journal.journalled_until([0]) == 1_000
     assert journal.journalled_until([0, 1]) == 0, "a partition never stamped: anything may be missing"
@@ -155,6 +150,6 @@ def test_violations_published_but_not_journalled_are_not_published_again_once_fo
     again = [v.violation_id for v in judge.rebuild()] + judge_all(judge, messages[2000:3000], offset=2000)
     assert not set(again) & set(published + unjournalled), "a violation was published twice"
 
-    restarted = Journal(write)  # the found ones are journalled, for the owner after this one too
+    restarted = Journal(table.write)  # the found ones are journalled, for the owner after this one too
     restarted.recover(dict(table))
     assert set(unjournalled) <= set(restarted.published)
