@@ -14,46 +14,35 @@ class Clock:
         return self.now
 
 
-def test_a_recovery_reading_nothing_for_the_limit_is_stuck() -> None:
+def stuck_verdicts(steps: list[tuple[float, bool, int]]) -> list[bool]:
+    """What a recovery watch says at each (time, in recovery, records left) it is fed."""
     clock = Clock()
     watch = RecoveryWatch(limit=60, clock=clock)
-    assert not watch.stuck(True, 500)
-    clock.now = 59
-    assert not watch.stuck(True, 500)
-    clock.now = 60
-    assert watch.stuck(True, 500)
+    verdicts = []
+    for at, in_recovery, remaining in steps:
+        clock.now = at
+        verdicts.append(watch.stuck(in_recovery, remaining))
+    return verdicts
+
+
+def test_a_recovery_reading_nothing_for_the_limit_is_stuck() -> None:
+    assert stuck_verdicts([(0, True, 500), (59, True, 500), (60, True, 500)]) == [False, False, True]
 
 
 def test_a_recovery_that_reads_is_not_stuck_however_long_it_takes() -> None:
-    clock = Clock()
-    watch = RecoveryWatch(limit=60, clock=clock)
-    for remaining in range(10_000, 0, -100):
-        clock.now += 30
-        assert not watch.stuck(True, remaining)
+    steps = [(30.0 * n, True, remaining) for n, remaining in enumerate(range(10_000, 0, -100))]
+    assert not any(stuck_verdicts(steps))
 
 
 def test_nothing_left_to_read_or_no_recovery_is_not_stuck() -> None:
-    clock = Clock()
-    watch = RecoveryWatch(limit=60, clock=clock)
-    for _ in range(5):
-        clock.now += 100
-        assert not watch.stuck(True, 0)
-        assert not watch.stuck(False, 0)
+    steps = [(100.0 * n, n % 2 == 0, 0) for n in range(10)]
+    assert not any(stuck_verdicts(steps))
 
 
 def test_the_stall_is_timed_from_the_recovery_it_belongs_to() -> None:
     """A recovery that ended and a new one with the same count left: the clock starts again."""
-    clock = Clock()
-    watch = RecoveryWatch(limit=60, clock=clock)
-    watch.stuck(True, 500)
-    clock.now = 50
-    watch.stuck(False, 0)
-    clock.now = 70
-    assert not watch.stuck(True, 500)
-    clock.now = 129
-    assert not watch.stuck(True, 500)
-    clock.now = 130
-    assert watch.stuck(True, 500)
+    steps = [(0, True, 500), (50, False, 0), (70, True, 500), (129, True, 500), (130, True, 500)]
+    assert stuck_verdicts(steps) == [False, False, False, False, True]
 
 
 def test_a_lane_silent_for_the_limit_while_marked_is_stuck() -> None:
