@@ -163,6 +163,7 @@ async def dead_letter(raw: bytes, reason: str, source: Source) -> None:
 
 router: Router | None = None  # this worker's, once its task runs
 lane_watch = LaneWatch(settings.stall_seconds)
+rebuilding = asyncio.Lock()  # held while the judge's state is rebuilt (its lanes wait meanwhile)
 
 
 @app.task
@@ -294,7 +295,7 @@ async def start_over_when_stuck() -> None:
         await asyncio.sleep(min(5.0, settings.stall_seconds / 4))
         if app.should_stop:
             return
-        if recovery.in_recovery:
+        if recovery.in_recovery or rebuilding.locked():
             lane_watch.assigned()  # a lane's silence while it is recovered does not count
             if recovery_watch.stuck(True, recovery.active_remaining_total()):
                 start_over(f"table recovery has read nothing for {limit}", _forget_scratch)
@@ -348,7 +349,8 @@ async def rebuild_engine() -> None:
     """After every rebalance: the state of exactly the partitions this worker now owns (the
     store may still hold records of partitions that moved to another worker)."""
     try:
-        await rebuild(assigned_lanes())
+        async with rebuilding:
+            await rebuild(assigned_lanes())
     except Exception:  # faust drops a recovery callback's error unseen, and judging on would be wrong
         if app.should_stop:
             return  # the worker is stopping (its producer may be gone already): nothing to judge

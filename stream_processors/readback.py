@@ -17,6 +17,7 @@ from contracts import topics
 from frtwatch.kafka_security import KafkaSecurity
 
 MARGIN_MS = 5_000  # the stamp and the violations' timestamps come from clocks that may step
+PROGRESS_EVERY = 100_000  # a long read (a journal never stamped: the whole topic) says how far
 log = logging.getLogger("frtwatch.readback")
 
 
@@ -67,6 +68,8 @@ async def published_since(
                     if record.offset >= ends[tp] or record.value is None:
                         continue
                     read += 1
+                    if read % PROGRESS_EVERY == 0:
+                        log.info("reading back the violations published since the stamp: %d so far", read)
                     try:
                         violation = _decode(record.value)
                     except msgspec.DecodeError:
