@@ -10,7 +10,10 @@ Thin wiring around pure parts:
   operator_id and refusals to frt.deadletter.v1.
 A timer lets wall-clock time close grace periods while every source is caught up. State lives
 in a changelogged table, so a restarted worker recovers it; processing is at-least-once, and
-violation ids are deterministic, so a replay never yields a different violation.
+violation ids are deterministic, so a replay never yields a different violation. A lanes' new
+owner reads back what a crashed one published and had not journalled yet
+(stream_processors.readback); a worker that stops reading part of its input starts over
+(stream_processors.watchdog).
 """
 
 import asyncio
