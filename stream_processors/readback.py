@@ -2,7 +2,7 @@
 
 Read frt.violations.v1 from a time on (the lanes' journal stamp, less a margin for clocks) to
 its end, and sort the violation ids by the lane their operator is routed to (the router keys
-lanes by operator_id with the producer's default partitioner, so the same hash finds it).
+lanes by operator_id with the producer's default partitioner, asked again here).
 """
 
 import asyncio
@@ -11,7 +11,7 @@ import time
 
 import msgspec
 from aiokafka import AIOKafkaConsumer
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner
 
 from contracts import topics
 from frtwatch.kafka_security import KafkaSecurity
@@ -30,9 +30,10 @@ _decode = msgspec.json.Decoder(_Published).decode
 
 
 def lane_of(operator_id: str, lanes: int) -> int:
-    """The lane the router sends an operator's events to (Kafka's default partitioner)."""
-    hashed: int = murmur2(operator_id.encode())
-    return (hashed & 0x7FFFFFFF) % lanes
+    """The lane the router sends an operator's events to: its producer's own partitioner."""
+    every = list(range(lanes))
+    lane: int = DefaultPartitioner()(operator_id.encode(), every, every)
+    return lane
 
 
 async def published_since(
