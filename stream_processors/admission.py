@@ -60,7 +60,7 @@ class Gate:
         *,
         max_future: timedelta = MAX_FUTURE,
         max_age: timedelta = MAX_AGE,
-        dedup_window: int = 500_000,
+        dedup_window: int | None = 500_000,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         seen: MutableMapping[str, str] | None = None,
         last_seq: MutableMapping[str, int] | None = None,
@@ -69,8 +69,10 @@ class Gate:
         self.max_future, self.max_age = max_future, max_age
         self.clock = clock
         self._seen: MutableMapping[str, str] = seen if seen is not None else {}
-        self._recent: deque[str] = deque()  # admission order, to bound ``seen``
-        self._dedup_window = dedup_window
+        # Admission order, to bound ``seen``; None: whoever owns ``seen`` bounds it (the
+        # processor's journal), and an order kept here would only grow.
+        self._recent: deque[str] | None = deque() if dedup_window is not None else None
+        self._dedup_window = dedup_window or 0
         self._last_seq: MutableMapping[str, int] = last_seq if last_seq is not None else {}
 
     def admit(self, raw: bytes, origin: str = "") -> Admission:
@@ -117,6 +119,8 @@ class Gate:
 
     def _remember(self, event_id: str, origin: str) -> None:
         self._seen[event_id] = origin or "-"
+        if self._recent is None:
+            return
         self._recent.append(event_id)
         if len(self._recent) > self._dedup_window:
             self._seen.pop(self._recent.popleft(), None)

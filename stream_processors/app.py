@@ -125,12 +125,12 @@ pusher = (
     else None
 )
 journal = Journal(_write_state)
-# The journal bounds the dedup and publication windows; the gate and judge need not.
+# The journal bounds the dedup and publication windows (None: the gate and judge keep no order).
 gate = Gate(
     load_keys(settings.keys_file) if settings.keys_file else None,
     seen=journal.seen,
     last_seq=journal.last_seq,
-    dedup_window=10**12,
+    dedup_window=None,
 )
 judge = Judge(
     packs,
@@ -138,7 +138,7 @@ judge = Judge(
     facts=journal.facts,
     pending=journal.pending,
     published=journal.published,
-    published_window=10**12,
+    published_window=None,
     grace=timedelta(seconds=settings.grace_seconds),
     # Input sources are the partitions of frt.events.v1 (a judged event's origin is partition:offset).
     sources=tuple(str(partition) for partition in range(settings.events_partitions)),

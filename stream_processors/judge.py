@@ -46,15 +46,16 @@ class Judge:
         published: MutableMapping[str, str],
         grace: timedelta = timedelta(seconds=10),
         sources: tuple[str, ...] = (),
-        published_window: int = 500_000,
+        published_window: int | None = 500_000,
         marks_only: bool = False,
     ) -> None:
         self.gate = gate
         self._grace, self._sources, self._packs = grace, sources, packs
         # Stored facts and waiting events are "lane|raw event", so a rebuild knows their lane.
         self.facts, self.pending, self.published = facts, pending, published
-        self._published_order: deque[str] = deque()
-        self._published_window = published_window
+        # Publication order, to bound ``published``; None: its owner bounds it (the journal).
+        self._published_order: deque[str] | None = deque() if published_window is not None else None
+        self._published_window = published_window or 0
         self.engines: dict[int, Engine] = {}
         # In the processor event time follows the router's marks alone: a batch reaches a lane
         # as one bundle per operator, and one operator's bundle, judged first, would carry
@@ -137,9 +138,10 @@ class Judge:
             if violation.violation_id in self.published:
                 continue
             self.published[violation.violation_id] = "1"
-            self._published_order.append(violation.violation_id)
-            if len(self._published_order) > self._published_window:
-                self.published.pop(self._published_order.popleft(), None)
+            if self._published_order is not None:
+                self._published_order.append(violation.violation_id)
+                if len(self._published_order) > self._published_window:
+                    self.published.pop(self._published_order.popleft(), None)
             fresh.append(violation)
         return fresh
 

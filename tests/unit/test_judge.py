@@ -1,6 +1,8 @@
 """The processor's stateful core without Kafka: state kept only in the mappings (the tables in
 production) is enough to continue after a restart, with no violation lost or repeated."""
 
+import inspect
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,8 +55,45 @@ class Table(dict[str, tuple[int, str]]):
 
 
 def judge_for(journal: Journal) -> Judge:
-    gate = Gate(seen=journal.seen, last_seq=journal.last_seq)
-    return Judge(PACKS, gate, facts=journal.facts, pending=journal.pending, published=journal.published)
+    """As the processor makes them: the journal bounds the dedup and publication windows."""
+    gate = Gate(seen=journal.seen, last_seq=journal.last_seq, dedup_window=None)
+    return Judge(
+        PACKS,
+        gate,
+        facts=journal.facts,
+        pending=journal.pending,
+        published=journal.published,
+        published_window=None,
+    )
+
+
+def test_with_the_journal_bounding_the_windows_the_gate_and_judge_keep_no_order_of_their_own() -> None:
+    """Kept, that order grew by every event and violation for the life of a worker."""
+    journal = Journal(Table().write, window_records=2)
+    judge = judge_for(journal)
+    messages = traffic()
+    tracemalloc.start()
+    try:
+        for first in range(0, len(messages), 100):
+            for n, message in enumerate(messages[first : first + 100], first):
+                judge.judge(message.value, f"0:{n}")
+            journal.commit(0, first)
+        judge.flush_all()
+        snapshot = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    lines, start = inspect.getsourcelines(Judge._unpublished)
+    held = [
+        stat.size
+        for stat in snapshot.statistics("lineno")
+        if stat.traceback[0].filename.endswith("admission.py")
+        or (
+            stat.traceback[0].filename.endswith("judge.py")
+            and start <= stat.traceback[0].lineno < start + len(lines)
+        )
+    ]
+    assert len(journal.seen) <= 300, "the journal keeps its window"
+    assert sum(held) < 16_000, f"{sum(held)} bytes held for {len(messages)} events"
 
 
 def test_a_restarted_judge_continues_exactly_where_the_first_stopped() -> None:
