@@ -5,6 +5,7 @@ types, enums, timestamps and ids are all checked in one call, and a failure is a
 that names the field and the reason.
 """
 
+import functools
 import hmac
 import re
 from typing import Any
@@ -103,7 +104,20 @@ def canonical_json(fields: dict[str, Any]) -> bytes:
 def signature(fields: dict[str, Any], key: bytes) -> str:
     """HMAC-SHA256 (hex) of the canonical JSON of the event without its ``sig`` field."""
     unsigned = {name: value for name, value in fields.items() if name != "sig"}
-    return hmac.digest(key, canonical_json(unsigned), "sha256").hex()
+    return _hmac_hex(key, canonical_json(unsigned))
+
+
+@functools.lru_cache(maxsize=100_000)
+def _keyed(key: bytes) -> "hmac.HMAC":
+    """An HMAC with ``key`` already taken in: a copy of it skips the key set-up, a third of an
+    event's HMAC cost."""
+    return hmac.new(key, digestmod="sha256")
+
+
+def _hmac_hex(key: bytes, message: bytes) -> str:
+    mac = _keyed(key).copy()
+    mac.update(message)
+    return mac.hexdigest()
 
 
 def sign(fields: dict[str, Any], key: bytes) -> dict[str, Any]:
@@ -120,4 +134,4 @@ def verify(raw: bytes | dict[str, Any], key: bytes) -> bool:
     sig = fields.pop("sig", None)
     if not isinstance(sig, str):
         return False
-    return hmac.compare_digest(sig, hmac.digest(key, canonical_json(fields), "sha256").hex())
+    return hmac.compare_digest(sig, _hmac_hex(key, canonical_json(fields)))

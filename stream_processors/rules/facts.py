@@ -20,7 +20,7 @@ DEVICE_FACTS = (
 )
 
 
-@dataclass
+@dataclass(slots=True)  # many of each are held, and read on every event
 class Registration:
     at: datetime
     event_id: str
@@ -31,7 +31,7 @@ def _at(registration: Registration) -> datetime:
     return registration.at
 
 
-@dataclass
+@dataclass(slots=True)
 class Consent:
     consent_id: str
     granted_at: datetime
