@@ -301,12 +301,16 @@ async def start_over_when_stuck() -> None:
         if recovery.in_recovery or rebuilding.locked():
             lane_watch.assigned()  # a lane's silence while it is recovered does not count
             if recovery_watch.stuck(True, recovery.active_remaining_total()):
-                start_over(f"table recovery has read nothing for {limit}", _forget_scratch)
+                start_over("recovery_stuck", f"table recovery has read nothing for {limit}", _forget_scratch)
         else:
             recovery_watch.stuck(False, 0)
             stuck = lane_watch.stuck(assigned_lanes(), router.marked_at if router else 0.0)
             if stuck:
-                start_over(f"lanes {stuck} delivered nothing for {limit}, though marked", _forget_scratch)
+                start_over(
+                    "lane_stuck",
+                    f"lanes {stuck} delivered nothing for {limit}, though marked",
+                    _forget_scratch,
+                )
 
 
 def _forget_scratch() -> None:
@@ -358,7 +362,7 @@ async def rebuild_engine() -> None:
         if app.should_stop:
             return  # the worker is stopping (its producer may be gone already): nothing to judge
         log.exception("rebuilding the judge's state failed")
-        start_over("rebuilding the judge's state failed", _forget_scratch)
+        start_over("rebuild_failed", "rebuilding the judge's state failed", _forget_scratch)
     lane_watch.assigned()
 
 

@@ -21,6 +21,7 @@ from contracts.timestamps import parse_timestamp
 from contracts.vocabulary import Severity
 from stream_processors.admission import REASONS
 from stream_processors.rules.pack import Pack
+from stream_processors.watchdog import CAUSES, started_over
 
 log = logging.getLogger("frtwatch.metrics")
 SEVERITIES: tuple[str, ...] = Severity.__args__  # type: ignore[attr-defined]
@@ -85,6 +86,12 @@ class ProcessorMetrics:
             ["policy_pack"],
             registry=registry,
         )
+        self.starts_over = Counter(
+            "frtwatch_processor_starts_over",
+            "Times the watchdog started this worker over, by cause (counted across the restarts).",
+            ["cause"],
+            registry=registry,
+        )
         self._events_of = {event_type: self.events.labels(event_type) for event_type in EVENT_TYPES}
         for reason in (*ROUTING_REASONS, *REASONS):
             self.dead_letters.labels(reason)
@@ -92,6 +99,8 @@ class ProcessorMetrics:
         self._latency_of = {severity: self.detection_latency.labels(severity) for severity in SEVERITIES}
         for outcome in ("success", "failure"):
             self.pack_reloads.labels(outcome)
+        for cause in CAUSES:
+            self.starts_over.labels(cause).inc(started_over().get(cause, 0))
 
     def packs_active(self, packs: Sequence[Pack]) -> None:
         self.ruleset.info({pack.name: pack.ruleset_hash for pack in packs})

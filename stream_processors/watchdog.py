@@ -12,6 +12,7 @@ Every router sends every lane a mark twice a second, so an assigned lane that de
 for long while marks are being written to it is not quiet but stuck.
 """
 
+import json
 import logging
 import os
 import sys
@@ -22,6 +23,10 @@ from dataclasses import dataclass, field
 log = logging.getLogger("frtwatch.watchdog")
 
 STALL_SECONDS = 60.0  # this long without progress is stuck, not slow
+CAUSES = ("recovery_stuck", "lane_stuck", "rebuild_failed")
+# How often this process has started over, by cause: handed on to the fresh run through its
+# environment, so the count survives the restart it counts.
+STARTED_OVER_ENV = "FRTWATCH_STARTED_OVER"
 
 
 @dataclass
@@ -73,10 +78,24 @@ class LaneWatch:
         return found
 
 
-def start_over(reason: str, cleanup: Callable[[], None]) -> None:
+def started_over() -> dict[str, int]:
+    """How often this process has started over so far, by cause (see STARTED_OVER_ENV)."""
+    try:
+        counts = json.loads(os.environ.get(STARTED_OVER_ENV, "{}"))
+    except ValueError:
+        return {}
+    if not isinstance(counts, dict):
+        return {}
+    return {cause: n for cause, n in counts.items() if cause in CAUSES and isinstance(n, int) and n > 0}
+
+
+def start_over(cause: str, reason: str, cleanup: Callable[[], None]) -> None:
     """Replace this process with a fresh run of the same command (same pid, so whatever
-    supervises it sees the same process)."""
+    supervises it sees the same process). ``cause``: one of CAUSES, counted."""
     log.error("%s: starting the worker over", reason)
     logging.shutdown()
     cleanup()
+    counts = started_over()
+    counts[cause] = counts.get(cause, 0) + 1
+    os.environ[STARTED_OVER_ENV] = json.dumps(counts)
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])

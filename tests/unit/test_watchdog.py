@@ -1,9 +1,12 @@
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from stream_processors.watchdog import LaneWatch, RecoveryWatch
+import pytest
+
+from stream_processors.watchdog import STARTED_OVER_ENV, LaneWatch, RecoveryWatch, started_over
 
 
 class Clock:
@@ -80,27 +83,45 @@ def test_silence_counts_from_the_last_assignment() -> None:
     assert watch.stuck([2], marked_at=160) == [2]
 
 
-def test_starting_over_runs_the_same_command_again_in_the_same_process(tmp_path: Path) -> None:
-    script = tmp_path / "once.py"
-    marker = tmp_path / "cleaned"
+def test_starting_over_runs_the_same_command_again_in_the_same_process_and_counts(tmp_path: Path) -> None:
+    script = tmp_path / "twice.py"
+    cleaned = tmp_path / "cleaned"
     script.write_text(
         textwrap.dedent(
             f"""
             import os, sys
             from pathlib import Path
-            from stream_processors.watchdog import start_over
-            print(os.getpid(), sys.argv[1:], flush=True)
-            if not Path({str(marker)!r}).exists():
-                start_over("test", lambda: Path({str(marker)!r}).touch())
+            from prometheus_client import CollectorRegistry
+            from stream_processors.metrics import ProcessorMetrics
+            from stream_processors.watchdog import start_over, started_over
+            registry = CollectorRegistry()
+            ProcessorMetrics(registry)
+            counted = registry.get_sample_value(
+                "frtwatch_processor_starts_over_total", {{"cause": "lane_stuck"}}
+            )
+            print(os.getpid(), sys.argv[1:], started_over(), counted, flush=True)
+            if started_over().get("lane_stuck", 0) < 2:
+                start_over("lane_stuck", "test", lambda: Path({str(cleaned)!r}).touch())
             """
         )
     )
+    env = {k: v for k, v in os.environ.items() if k != STARTED_OVER_ENV}
     run = subprocess.run(
-        [sys.executable, str(script), "process", "--x"], capture_output=True, text=True, timeout=60
+        [sys.executable, str(script), "process", "--x"], capture_output=True, text=True, timeout=60, env=env
     )
     assert run.returncode == 0, run.stderr
-    first, second = run.stdout.splitlines()
-    assert first == second  # same pid, same arguments
-    assert first.endswith("['process', '--x']")
-    assert marker.exists()
-    assert "test: starting the worker over" in run.stderr
+    lines = run.stdout.splitlines()
+    assert len(lines) == 3
+    assert len({line.split()[0] for line in lines}) == 1  # same pid each time
+    assert all("['process', '--x']" in line for line in lines)  # same arguments
+    assert lines[0].endswith("{} 0.0")
+    assert lines[1].endswith("{'lane_stuck': 1} 1.0")
+    assert lines[2].endswith("{'lane_stuck': 2} 2.0")  # the metric goes on counting across restarts
+    assert cleaned.exists()
+    assert run.stderr.count("test: starting the worker over") == 2
+
+
+def test_a_garbled_count_in_the_environment_counts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    for garbled in ("not json", "[1]", '{"lane_stuck": "x", "other": 3}'):
+        monkeypatch.setenv(STARTED_OVER_ENV, garbled)
+        assert started_over() == {}
