@@ -260,6 +260,7 @@ def main() -> None:
             load = Simulation(
                 seed=101,
                 fleet_seed=7,
+                first_seq=10**9,  # the preload's devices go on: seqs back at 0 would be refused
                 rate=live_rate,
                 events=int(live_rate * args.latency_seconds),
                 start=datetime.now(UTC),

@@ -42,6 +42,9 @@ from stream_processors.rules.pack import available_packs, load_packs
 
 PARTITIONS = 6
 PRELOAD_EVENT_RATE = 500  # events per second of event time in the preloaded topic
+# The load phases' traffic comes from the preload's fleet: each phase's seqs start above all
+# before it (starting at 0 again, most of a phase was refused as seq_backwards, not judged).
+LOAD_FIRST_SEQ = {0.5: 10**9, 0.9: 2 * 10**9}
 WAITING_RULES = {
     rule.rule_id
     for pack in load_packs(available_packs())
@@ -243,6 +246,7 @@ def main() -> None:
                 load = Simulation(
                     seed=100 + int(share * 10),
                     fleet_seed=7,
+                    first_seq=LOAD_FIRST_SEQ[share],  # the preload's devices go on, not back
                     rate=rate * share,
                     events=int(rate * share * args.latency_seconds),
                     start=datetime.now(UTC),

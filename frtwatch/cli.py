@@ -352,6 +352,14 @@ def simulate(
     fleet_seed: Annotated[
         int | None, typer.Option(help="Keep this seed's fleet (and keys), new traffic.")
     ] = None,
+    first_seq: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Every device's first seq: above an earlier run's for the same fleet, or its events "
+            "are refused as seq_backwards.",
+        ),
+    ] = 0,
     operators: Annotated[
         int, typer.Option(help="Operators (organisations using FRT).")
     ] = FleetShape.operators,
@@ -389,6 +397,7 @@ def simulate(
         sim = Simulation(
             seed=seed,
             fleet_seed=fleet_seed,
+            first_seq=first_seq,
             rate=rate,
             bad_share=bad_share,
             shape=FleetShape(

@@ -63,8 +63,8 @@ class _Spec:
 
 
 class _DeviceSeq:
-    def __init__(self) -> None:
-        self.next_value = 0
+    def __init__(self, first: int) -> None:
+        self.next_value = first
 
     def __call__(self) -> int:
         value = self.next_value
@@ -95,6 +95,7 @@ class TrafficPlan:
         start: datetime,
         mix: dict[str, float] | None = None,
         bad_share: float = 0.0,
+        first_seq: int = 0,
     ) -> None:
         self.rng = random.Random(seed ^ 0x5EED)
         self.fleet, self.rate, self.start, self.bad_share = fleet, rate, start, bad_share
@@ -106,7 +107,7 @@ class TrafficPlan:
         self._order = itertools.count()
         self._consent_ids = itertools.count()
         self._recent: deque[Message] = deque(maxlen=200)
-        self._seqs = {d.device_id: _DeviceSeq() for op in fleet for d in op.devices}
+        self._seqs = {d.device_id: _DeviceSeq(first_seq) for op in fleet for d in op.devices}
         self._builders = {
             d.device_id: EventBuilder(
                 operator_id=d.operator_id,

@@ -32,6 +32,9 @@ class Simulation:
     start: datetime | None = None  # event time of message 0; default: now
     mix: dict[str, float] | None = None
     bad_share: float = 0.0
+    # Every device's first seq. Traffic for a fleet that has sent before (same fleet_seed)
+    # starts above the earlier run's seqs, or the processor refuses it as seq_backwards.
+    first_seq: int = 0
 
 
 @dataclass
@@ -51,7 +54,13 @@ def plan(sim: Simulation) -> tuple[list[Operator], TrafficPlan]:
     fleet = build_fleet(sim.seed if sim.fleet_seed is None else sim.fleet_seed, sim.shape)
     start = sim.start or datetime.now(UTC)
     return fleet, TrafficPlan(
-        fleet, seed=sim.seed, rate=sim.rate, start=start, mix=sim.mix, bad_share=sim.bad_share
+        fleet,
+        seed=sim.seed,
+        rate=sim.rate,
+        start=start,
+        mix=sim.mix,
+        bad_share=sim.bad_share,
+        first_seq=sim.first_seq,
     )
 
 

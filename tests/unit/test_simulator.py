@@ -13,6 +13,7 @@ from producers.fleet import DEFECTS, FleetShape, build_fleet
 from producers.ground_truth import PACKS
 from producers.plan import Message, TrafficPlan
 from producers.simulator import Simulation, run
+from stream_processors.admission import Gate
 
 START = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 ALL_RULES = {
@@ -115,6 +116,32 @@ def test_seq_numbers_only_grow_per_device_and_gaps_are_labelled(tmp_path: Path) 
             assert (seq > last[device] + 1) == (message.dead_letter == "seq_gap")
         last[device] = seq
     assert gaps > 0
+
+
+def test_a_second_run_on_the_same_fleet_goes_on_from_its_first_seq() -> None:
+    """A run after another on the same fleet starting above its seqs is judged; starting at 0
+    again, the processor's gate refuses most of it as seq going backwards."""
+    first: list[Message] = []
+    run(Simulation(seed=9, events=3000, start=START), first.append, paced=False)
+
+    def refused_share(first_seq: int) -> float:
+        """The share of the second run's device events (those with a seq) refused as going back."""
+        second: list[Message] = []
+        later = Simulation(
+            seed=10, fleet_seed=9, events=1000, start=START + timedelta(hours=1), first_seq=first_seq
+        )
+        run(later, second.append, paced=False)
+        gate = Gate(max_age=timedelta(days=10**4))
+        for n, message in enumerate(first):
+            gate.admit(message.value, f"0:{n}")
+        refused = Counter(
+            problem.reason for n, m in enumerate(second) for problem in gate.admit(m.value, f"1:{n}").problems
+        )
+        with_seq = sum(1 for m in second if m.event is not None and m.event["seq"] is not None)
+        return refused["seq_backwards"] / with_seq
+
+    assert refused_share(10**9) == 0
+    assert refused_share(0) > 0.9
 
 
 def test_every_device_defect_and_fleet_option_is_used() -> None:
