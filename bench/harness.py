@@ -1,24 +1,29 @@
-"""Shared by the benchmarks: the machine they ran on, a Kafka to run against, and results."""
+"""Shared by the benchmarks: the machine they ran on, a Kafka to run against, live traffic
+and results."""
 
 import json
 import os
 import platform
 import shlex
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from contracts import topics
+from contracts.timestamps import parse_timestamp
 from frtwatch.stack.kafka import KafkaCluster, kafka_version
 from frtwatch.stack.monitoring import Alertmanager, Prometheus
 from frtwatch.stack.process import free_ports
 from frtwatch.stack.webhook import WebhookReceiver
+from producers.plan import Message
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -85,6 +90,26 @@ class Alerting:
         self.prometheus.process.stop()
         self.alertmanager.process.stop()
         self.receiver.close()
+
+
+@dataclass
+class LiveSends:
+    """Sends a paced simulation's messages to frt.events.v1, noting when each event went out,
+    so a latency can be told from the event's send as well as from its occurred_at (a
+    generator behind its schedule is not the pipeline's delay)."""
+
+    producer: KafkaProducer
+    sent: dict[str, float] = field(default_factory=dict)  # event_id -> when it was sent
+    behind: list[float] = field(default_factory=list)  # seconds from occurred_at to the send, live
+
+    def __call__(self, message: Message) -> None:
+        self.producer.send(topics.EVENTS, value=message.value, key=message.key)
+        if message.event is not None:
+            now = time.time()
+            self.sent[message.event["event_id"]] = now
+            behind = now - parse_timestamp(message.event["occurred_at"]).timestamp()
+            if behind < 3600:  # not the history a simulation sends first, months back
+                self.behind.append(behind)
 
 
 def records_since(

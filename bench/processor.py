@@ -29,7 +29,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from bench.harness import local_kafka, records_since, service_env, write_results
+from bench.harness import LiveSends, local_kafka, records_since, service_env, write_results
 from contracts import topics
 from contracts.timestamps import parse_timestamp
 from frtwatch.stack.kafka import KafkaCluster
@@ -252,33 +252,19 @@ def main() -> None:
                     start=datetime.now(UTC),
                 )
                 producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, **producer_settings())
-                sent: dict[str, float] = {}
-                lags: list[float] = []
-
-                def send(
-                    message: Message,
-                    producer: KafkaProducer = producer,
-                    sent: dict[str, float] = sent,
-                    lags: list[float] = lags,
-                ) -> None:
-                    producer.send(topics.EVENTS, value=message.value, key=message.key)
-                    if message.event is not None:
-                        now = time.time()
-                        sent[message.event["event_id"]] = now
-                        lags.append(now - parse_timestamp(message.event["occurred_at"]).timestamp())
-
-                run(load, send, paced=True)
+                sends = LiveSends(producer)
+                run(load, sends, paced=True)
                 producer.flush()
                 producer.close()
                 time.sleep(15)  # grace period plus the timer
-                found = latencies(kafka, since, sent)
+                found = latencies(kafka, since, sends.sent)
                 key = f"load_{int(share * 100)}"
                 results[key] = {
                     "rate_events_s": load.rate,
                     "immediate": len(found["immediate"]),
                     "waiting": len(found["waiting"]),
-                    "generator_behind_p50_ms": percentile([x for x in lags if x < 3600], 50) * 1000,
-                    "generator_behind_p99_ms": percentile([x for x in lags if x < 3600], 99) * 1000,
+                    "generator_behind_p50_ms": percentile(sends.behind, 50) * 1000,
+                    "generator_behind_p99_ms": percentile(sends.behind, 99) * 1000,
                     **{
                         f"{name}_p{q}_ms": percentile(values, q) * 1000
                         for name, values in found.items()
