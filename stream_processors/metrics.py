@@ -99,8 +99,9 @@ class ProcessorMetrics:
         self._latency_of = {severity: self.detection_latency.labels(severity) for severity in SEVERITIES}
         for outcome in ("success", "failure"):
             self.pack_reloads.labels(outcome)
+        carried = started_over()  # this process's earlier runs, before it started over
         for cause in CAUSES:
-            self.starts_over.labels(cause).inc(started_over().get(cause, 0))
+            self.starts_over.labels(cause).inc(carried.get(cause, 0))
 
     def packs_active(self, packs: Sequence[Pack]) -> None:
         self.ruleset.info({pack.name: pack.ruleset_hash for pack in packs})
