@@ -110,6 +110,7 @@ def main() -> None:
         for alert in note.alerts():
             received.setdefault(alert["labels"].get("violation_id", ""), note.received)
             delivered += note.receiver == "security" and alert["status"] == "firing"
+    per_violation = delivered / max(1, len(received))
     rows: dict[str, list[tuple[float, float]]] = {}
     missing = history = 0
     for v in critical:
@@ -135,7 +136,7 @@ def main() -> None:
         # Alertmanager sends a group's every firing alert with each notification of the group,
         # so a violation is delivered again with every later one of its (operator, rule).
         "firing_entries_delivered": delivered,
-        "entries_per_violation_paged": delivered / max(1, len(received)),
+        "entries_per_violation_paged": per_violation,
     }
     lines = [
         f"{len(critical)} critical violations from {args.events:,} simulated events at {args.rate}/s, "
@@ -145,7 +146,7 @@ def main() -> None:
         "push-to-webhook column is the alerting path alone.",
         "",
         f"The security webhook received {delivered:,} firing alert entries for {len(received):,} "
-        f"violations paged ({delivered / max(1, len(received)):.1f} per violation): each notification "
+        f"violations paged ({per_violation:.1f} per violation): each notification "
         "of a group repeats every alert still firing in it.",
         "",
         "| rule | pages | detection p50 / p99 (baseline) | push to webhook p50 / p99 "

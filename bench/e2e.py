@@ -196,10 +196,9 @@ def live_latencies(
             continue
         found[f"{kind}_detected"].append(record.timestamp / 1000 - occurred)
         found[f"{kind}_logged"].append(landed - occurred)
-        if violation["event_ids"][0] in sent:
-            found[f"{kind}_detected_from_send"].append(
-                record.timestamp / 1000 - sent[violation["event_ids"][0]]
-            )
+        sent_at = sent.get(violation["event_ids"][0])
+        if sent_at is not None:
+            found[f"{kind}_detected_from_send"].append(record.timestamp / 1000 - sent_at)
     if missing:
         raise RuntimeError(f"{missing} violations never reached the audit log")
     return found
