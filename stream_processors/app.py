@@ -41,6 +41,7 @@ from stream_processors.alerts import AlertPusher
 from stream_processors.bundle import Bundle
 from stream_processors.journal import Journal
 from stream_processors.judge import Judge
+from stream_processors.lane_gaps import LaneOffsets, read_skipped, resume_offsets
 from stream_processors.metrics import AlertMetrics, ProcessorMetrics, serve
 from stream_processors.outputs import Source, dead_letter_value, violation_value
 from stream_processors.readback import published_since
@@ -166,6 +167,7 @@ async def dead_letter(raw: bytes, reason: str, source: Source) -> None:
 
 router: Router | None = None  # this worker's, once its task runs
 lane_watch = LaneWatch(settings.stall_seconds)
+lane_offsets = LaneOffsets()  # to notice lane records faust skips (stream_processors.lane_gaps)
 rebuilding = asyncio.Lock()  # held while the judge's state is rebuilt (its lanes wait meanwhile)
 
 
@@ -200,33 +202,53 @@ judging = asyncio.Lock()
 @app.agent(by_operator)
 async def judge_lane(stream: Any) -> None:
     async for event in stream.events():
-        lane = event.message.partition
+        lane, offset = event.message.partition, event.message.offset
         lane_watch.heard(lane)
-        bundle = Bundle.decode(event.value)
         async with judging:
-            judge.expect(lane, {str(source[1]) for source, _ in bundle.items})
-            accepted = Bundle()  # for the audit log: the contract's fields only
-            for source, raw in bundle.items:
-                # The source position names the message, so a redelivery is not taken for a replay.
-                verdict = judge.judge(raw, f"{source[1]}:{source[2]}", lane)
-                if verdict.accepted is not None:
-                    accepted.add(source, encode_json(verdict.accepted))
-                    metrics.accepted(verdict.accepted)
-                for problem in verdict.problems:
-                    await dead_letter(raw, f"{problem.reason}: {problem.detail}", source)
-                if verdict.violations:
-                    await publish(verdict.violations)
-            if accepted.items:
-                await app.producer.send(topics.ACCEPTED, lane_key(lane), accepted.encode(), None, None, None)
-            for partition, reached, caught_up_at in bundle.marks:
-                reached_at = parse_timestamp(reached) if reached else None
-                caught_up = datetime.fromtimestamp(caught_up_at, UTC) if caught_up_at else None
-                await publish(judge.mark(lane, str(partition), reached_at, caught_up))
-            journal.commit(lane, event.message.offset)
-            now_ms = int(time.time() * 1000)
-            if lane in recovered and journal.stamp_due((lane,), now_ms, STAMP_MS):
-                journal.stamp((lane,), now_ms)  # after the bundle's own records, in its partition
-            await persist()
+            skipped = lane_offsets.skipped(lane, offset)
+            if skipped:
+                await judge_skipped(lane, skipped)
+            await judge_bundle(lane, offset, event.value)
+
+
+async def judge_bundle(lane: int, offset: int, value: bytes) -> None:
+    """One record of a lane, judged, sent and journalled (the caller holds ``judging``)."""
+    bundle = Bundle.decode(value)
+    judge.expect(lane, {str(source[1]) for source, _ in bundle.items})
+    accepted = Bundle()  # for the audit log: the contract's fields only
+    for source, raw in bundle.items:
+        # The source position names the message, so a redelivery is not taken for a replay.
+        verdict = judge.judge(raw, f"{source[1]}:{source[2]}", lane)
+        if verdict.accepted is not None:
+            accepted.add(source, encode_json(verdict.accepted))
+            metrics.accepted(verdict.accepted)
+        for problem in verdict.problems:
+            await dead_letter(raw, f"{problem.reason}: {problem.detail}", source)
+        if verdict.violations:
+            await publish(verdict.violations)
+    if accepted.items:
+        await app.producer.send(topics.ACCEPTED, lane_key(lane), accepted.encode(), None, None, None)
+    for partition, reached, caught_up_at in bundle.marks:
+        reached_at = parse_timestamp(reached) if reached else None
+        caught_up = datetime.fromtimestamp(caught_up_at, UTC) if caught_up_at else None
+        await publish(judge.mark(lane, str(partition), reached_at, caught_up))
+    journal.commit(lane, offset)
+    now_ms = int(time.time() * 1000)
+    if lane in recovered and journal.stamp_due((lane,), now_ms, STAMP_MS):
+        journal.stamp((lane,), now_ms)  # after the bundle's own records, in its partition
+    await persist()
+
+
+async def judge_skipped(lane: int, skipped: range) -> None:
+    """Records faust skipped (stream_processors.lane_gaps): read from the lane and judged first."""
+    log.warning(
+        "lane %d: faust skipped offsets %d to %d; reading them itself", lane, skipped.start, skipped.stop - 1
+    )
+    topic = by_operator.get_topic_name()
+    records = await read_skipped(settings.bootstrap_servers, settings.kafka_security, topic, lane, skipped)
+    metrics.lane_records_skipped.inc(len(records))
+    for offset, value in records:
+        await judge_bundle(lane, offset, value)
 
 
 # The lanes whose state this worker has recovered, and stamps in the journal: a busy lane at
@@ -347,6 +369,7 @@ async def forget_everything_until_recovered(sender: Any, /, *args: Any, signal: 
     its bundle by now; the lock waits for a timer tick in progress."""
     async with judging:
         recovered.clear()
+        lane_offsets.forget()
         journal.recover({})
         judge.rebuild()
 
@@ -384,6 +407,15 @@ async def rebuild(mine: set[int]) -> None:
         )
         journal.journal_published(found, int(time.time() * 1000))
         await publish_decided(judge.rebuild())
+        lane_offsets.resume(
+            await resume_offsets(
+                settings.bootstrap_servers,
+                settings.kafka_security,
+                app.conf.id,
+                by_operator.get_topic_name(),
+                mine,
+            )
+        )
         recovered.update(mine)
         journal.stamp(recovered, int(time.time() * 1000))
         await persist()

@@ -92,6 +92,11 @@ class ProcessorMetrics:
             ["cause"],
             registry=registry,
         )
+        self.lane_records_skipped = Counter(
+            "frtwatch_processor_lane_records_skipped",
+            "Records of the judge's lanes that faust skipped, read and judged by the worker itself.",
+            registry=registry,
+        )
         self._events_of = {event_type: self.events.labels(event_type) for event_type in EVENT_TYPES}
         for reason in (*ROUTING_REASONS, *REASONS):
             self.dead_letters.labels(reason)

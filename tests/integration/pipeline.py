@@ -160,8 +160,8 @@ def wait_for_verdicts(
 def check(kafka: KafkaCluster, tmp_path: Path, found: list[dict[str, Any]]) -> None:
     want, dead = expected(tmp_path)
     got = [(v["policy_pack"], v["rule_id"], v["event_ids"][0]) for v in found]
-    assert set(got) - want == set(), "unexpected violations"
-    assert want - set(got) == set(), "violations not found"
+    assert set(got) - want == set(), f"unexpected violations: {sorted(set(got) - want)[:10]}"
+    assert want - set(got) == set(), f"violations not found: {sorted(want - set(got))[:10]}"
     assert len(got) == len(set(got)), "a violation was published twice"
     letters = read_topic(kafka, topics.DEADLETTER)
     lettered = {hashlib.sha256(base64.b64decode(d["original"])).hexdigest() for d in letters}
