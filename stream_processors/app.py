@@ -41,7 +41,7 @@ from stream_processors.alerts import AlertPusher
 from stream_processors.bundle import Bundle
 from stream_processors.journal import Journal
 from stream_processors.judge import Judge
-from stream_processors.lane_gaps import LaneOffsets, read_skipped, resume_offsets
+from stream_processors.lane_gaps import judged_already, read_skipped, resume_offsets, skipped
 from stream_processors.metrics import AlertMetrics, ProcessorMetrics, serve
 from stream_processors.outputs import Source, dead_letter_value, violation_value
 from stream_processors.readback import published_since
@@ -167,7 +167,9 @@ async def dead_letter(raw: bytes, reason: str, source: Source) -> None:
 
 router: Router | None = None  # this worker's, once its task runs
 lane_watch = LaneWatch(settings.stall_seconds)
-lane_offsets = LaneOffsets()  # to notice lane records faust skips (stream_processors.lane_gaps)
+# Lanes recovered whose first record since is still to come: faust resumes a lane where its
+# group committed, and the records from the journal's stamp to there are read by the worker.
+resuming: set[int] = set()
 rebuilding = asyncio.Lock()  # held while the judge's state is rebuilt (its lanes wait meanwhile)
 
 
@@ -205,9 +207,12 @@ async def judge_lane(stream: Any) -> None:
         lane, offset = event.message.partition, event.message.offset
         lane_watch.heard(lane)
         async with judging:
-            skipped = lane_offsets.skipped(lane, offset)
-            if skipped:
-                await judge_skipped(lane, skipped)
+            if judged_already(journal.judged, lane, offset):
+                continue
+            missed = skipped(journal.judged, lane, offset)
+            if missed:
+                await judge_skipped(lane, missed, lane in resuming)
+            resuming.discard(lane)
             await judge_bundle(lane, offset, event.value)
 
 
@@ -239,13 +244,22 @@ async def judge_bundle(lane: int, offset: int, value: bytes) -> None:
     await persist()
 
 
-async def judge_skipped(lane: int, skipped: range) -> None:
-    """Records faust skipped (stream_processors.lane_gaps): read from the lane and judged first."""
-    log.warning(
-        "lane %d: faust skipped offsets %d to %d; reading them itself", lane, skipped.start, skipped.stop - 1
-    )
+async def judge_skipped(lane: int, missed: range, resumed: bool) -> None:
+    """Records faust did not hand over (stream_processors.lane_gaps): read and judged first."""
+    first, last = missed.start, missed.stop - 1
+    if resumed:
+        log.info(
+            "lane %d: judging offsets %d to %d from the journal's stamp on, read by the worker",
+            lane,
+            first,
+            last,
+        )
+    else:
+        log.warning(
+            "lane %d: faust skipped offsets %d to %d; the worker reads and judges them", lane, first, last
+        )
     topic = by_operator.get_topic_name()
-    records = await read_skipped(settings.bootstrap_servers, settings.kafka_security, topic, lane, skipped)
+    records = await read_skipped(settings.bootstrap_servers, settings.kafka_security, topic, lane, missed)
     metrics.lane_records_skipped.inc(len(records))
     for offset, value in records:
         await judge_bundle(lane, offset, value)
@@ -366,10 +380,14 @@ async def reload_packs_on_sighup() -> None:
 async def forget_everything_until_recovered(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
     """Partitions are moving: hold no state (the timer must not decide another worker's
     events) until recovery rebuilds it for the new assignment. Faust has let the agent finish
-    its bundle by now; the lock waits for a timer tick in progress."""
+    its bundle by now; the lock waits for a timer tick in progress. The lanes are stamped
+    first, so each owner after the rebalance (this worker too) goes on from where their
+    judging stands rather than from an older stamp (stream_processors.lane_gaps)."""
     async with judging:
+        journal.stamp(recovered, int(time.time() * 1000))
+        await persist()
         recovered.clear()
-        lane_offsets.forget()
+        resuming.clear()
         journal.recover({})
         judge.rebuild()
 
@@ -407,15 +425,17 @@ async def rebuild(mine: set[int]) -> None:
         )
         journal.journal_published(found, int(time.time() * 1000))
         await publish_decided(judge.rebuild())
-        lane_offsets.resume(
+        unstamped = mine - journal.judged.keys()
+        journal.judge_from(
             await resume_offsets(
                 settings.bootstrap_servers,
                 settings.kafka_security,
                 app.conf.id,
                 by_operator.get_topic_name(),
-                mine,
+                unstamped,
             )
         )
+        resuming.update(mine)
         recovered.update(mine)
         journal.stamp(recovered, int(time.time() * 1000))
         await persist()

@@ -12,6 +12,10 @@ A violation is handed to the producer before the record naming it as published: 
 between leaves it published but not journalled. So each partition is stamped now and then
 with a time before which all it published is journalled; after a crash the next owner reads
 the violations published since the stamp and journals them (``journal_published``).
+
+A stamp also names the partition's offset below which every batch is judged and journalled
+(the caller judges a partition's batches in order, reading any that faust skipped itself:
+stream_processors.lane_gaps), so the next owner knows where its judging must go on from.
 """
 
 from collections import deque
@@ -76,9 +80,11 @@ class Journal:
     _wait_records: dict[str, set[str]] = field(default_factory=dict)  # record key -> undecided ids
     _history: dict[tuple[int, str], deque[tuple[str, list[str]]]] = field(default_factory=dict)
     stamps: dict[int, int] = field(default_factory=dict)  # partition -> its latest stamp (epoch ms)
+    judged: dict[int, int] = field(default_factory=dict)  # partition -> the offset it is judged up to
 
     def commit(self, partition: int, offset: int) -> None:
         """Persist what the batch of ``partition`` starting at ``offset`` changed."""
+        self.judged[partition] = max(self.judged.get(partition, 0), offset + 1)
         seen, _ = self.seen.drain()
         seqs, _ = self.last_seq.drain()
         if seen or seqs:
@@ -120,11 +126,20 @@ class Journal:
         self.forget_decided()
 
     def stamp(self, partitions: Iterable[int], now_ms: int) -> None:
-        """Every violation these partitions yielded so far is journalled: by the records written
-        before this one, in the same partition (so in Kafka before it)."""
+        """Every violation these partitions yielded so far is journalled, and every batch below
+        their judged offset: by the records written before this one, in the same partition (so
+        in Kafka before it)."""
         for partition in partitions:
-            self.write(partition, f"time|{partition}", str(now_ms))
+            judged = self.judged.get(partition)
+            self.write(
+                partition, f"time|{partition}", f"{now_ms}|{judged}" if judged is not None else str(now_ms)
+            )
             self.stamps[partition] = now_ms
+
+    def judge_from(self, offsets: dict[int, int]) -> None:
+        """Where partitions never stamped with an offset are judged from (after recovery)."""
+        for partition, offset in offsets.items():
+            self.judged.setdefault(partition, offset)
 
     def stamp_due(self, partitions: Iterable[int], now_ms: int, every_ms: int) -> list[int]:
         """The partitions among these whose latest stamp is ``every_ms`` old or more."""
@@ -176,6 +191,7 @@ class Journal:
         self._wait_records.clear()
         self._history.clear()
         self.stamps.clear()
+        self.judged.clear()
         for key, (partition, value) in sorted(records.items(), key=_record_order):
             kind = key.split("|", 1)[0]
             if kind == "adm":
@@ -197,8 +213,11 @@ class Journal:
                 dict.update(self.pending, ids)
                 self._wait_records[key] = set(ids)
                 self._waiting.update({event_id: (partition, key) for event_id in ids})
-            elif kind == "time":
-                self.stamps[partition] = int(value)
+            elif kind == "time":  # "epoch ms|judged offset", or "epoch ms" in older journals
+                stamp, _, judged = value.partition("|")
+                self.stamps[partition] = int(stamp)
+                if judged:
+                    self.judged[partition] = int(judged)
 
 
 def _record_order(item: tuple[str, tuple[int, str]]) -> tuple[int, int]:

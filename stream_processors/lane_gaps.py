@@ -9,12 +9,15 @@ lost so gives a violation that should not be, a recognition lost a violation mis
 The lanes are this app's own topic, never compacted and written without transactions, so
 their offsets run without holes: a record past the next offset expected means records were
 skipped, and the judge reads those itself, in order, before it judges this one. After a
-recovery a lane is expected from the group's committed offset, where faust resumes it.
+recovery a lane goes on from the offset its journal stamp names (every record below it judged
+and journalled, stream_processors.journal), or if never stamped from the group's committed
+offset, where faust resumes it: so records faust skipped and counted as committed before a
+lane moved are judged by its next owner.
 """
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -24,29 +27,20 @@ READ_TIMEOUT_S = 60.0  # skipped records are on this cluster's own topic: minute
 log = logging.getLogger("frtwatch.lanes")
 
 
-@dataclass
-class LaneOffsets:
-    """The next offset each lane should hand over."""
+def judged_already(judged: Mapping[int, int], lane: int, offset: int) -> bool:
+    """Whether this record of ``lane`` was judged already, given the offset each lane is
+    judged up to: a redelivery, judged again for nothing, whose progress marks would tell of
+    the past as if it were now."""
+    return offset < judged.get(lane, 0)
 
-    _next: dict[int, int] = field(default_factory=dict)
 
-    def resume(self, offsets: dict[int, int]) -> None:
-        """Lanes recovered: each is handed over again from these offsets."""
-        self._next.update(offsets)
-
-    def forget(self) -> None:
-        """Lanes are moving: no expectations until they are recovered."""
-        self._next.clear()
-
-    def skipped(self, lane: int, offset: int) -> range:
-        """The offsets that should have come before ``offset`` and did not (empty if none);
-        ``offset`` is handed over now. An offset at or before the expected one is a
-        redelivery, which the judge knows by its events' source positions."""
-        expected = self._next.get(lane)
-        self._next[lane] = offset + 1 if expected is None else max(expected, offset + 1)
-        if expected is None or offset <= expected:
-            return range(0)
-        return range(expected, offset)
+def skipped(judged: Mapping[int, int], lane: int, offset: int) -> range:
+    """The offsets of ``lane`` that should have come before ``offset`` and did not (empty if
+    none); a lane not recovered expects none."""
+    expected = judged.get(lane)
+    if expected is None or offset <= expected:
+        return range(0)
+    return range(expected, offset)
 
 
 def _consumer(

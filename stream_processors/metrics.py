@@ -94,7 +94,8 @@ class ProcessorMetrics:
         )
         self.lane_records_skipped = Counter(
             "frtwatch_processor_lane_records_skipped",
-            "Records of the judge's lanes that faust skipped, read and judged by the worker itself.",
+            "Records of the judge's lanes faust did not hand over (skipped, or from the journal's"
+            " stamp to where it resumed a lane), read and judged by the worker itself.",
             registry=registry,
         )
         self._events_of = {event_type: self.events.labels(event_type) for event_type in EVENT_TYPES}
