@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 from prometheus_client.parser import text_string_to_metric_families
 
 from audit.sink import TOPICS as SINK_TOPICS
@@ -119,18 +120,34 @@ def consumer_of(kafka: KafkaCluster, **options: Any) -> KafkaConsumer:
     )
 
 
-def read_topic(kafka: KafkaCluster, topic: str) -> list[dict[str, Any]]:
+def read_records(kafka: KafkaCluster, topic: str) -> list[Any]:
+    """Every record of ``topic`` now, as kafka-python's ConsumerRecords."""
     consumer = consumer_of(kafka, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         end = consumer.end_offsets(partitions)
-        records: list[dict[str, Any]] = []
+        records: list[Any] = []
         while any(consumer.position(tp) < end[tp] for tp in partitions):
             for batch in consumer.poll(timeout_ms=500).values():
-                records += [json.loads(record.value) for record in batch]
+                records += batch
         return records
+    finally:
+        consumer.close()
+
+
+def read_topic(kafka: KafkaCluster, topic: str) -> list[dict[str, Any]]:
+    return [json.loads(record.value) for record in read_records(kafka, topic)]
+
+
+def commit_at_the_end(kafka: KafkaCluster, group_id: str, topic: str) -> None:
+    """Move an idle group's offsets of ``topic`` to its ends."""
+    consumer = consumer_of(kafka, group_id=group_id, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        ends = consumer.end_offsets(partitions)
+        consumer.commit({tp: OffsetAndMetadata(ends[tp], "", -1) for tp in partitions})
     finally:
         consumer.close()
 
