@@ -26,6 +26,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -37,6 +38,7 @@ from producers.plan import Message
 from producers.sender import producer_settings
 from producers.simulator import Simulation, plan, run, write_keys
 from stream_processors.admission import Gate, load_keys
+from stream_processors.bundle import Bundle
 from stream_processors.judge import Judge
 from stream_processors.rules.pack import available_packs, load_packs
 
@@ -179,13 +181,40 @@ def worker_throughput(kafka: KafkaCluster, count: int) -> tuple[float, float]:
     return (count - first_done) / (time.monotonic() - first_at), first_at - started
 
 
+class _EventId(msgspec.Struct):
+    event_id: str
+
+
+_event_id = msgspec.json.Decoder(_EventId).decode
+
+
+def routed_at(kafka: KafkaCluster, since: dict[TopicPartition, int]) -> dict[str, float]:
+    """When the router sent each event onto a lane (its bundle's timestamp, epoch s), by event_id."""
+    at: dict[str, float] = {}
+    for _, record in records_since(kafka, since):
+        for _, raw in Bundle.decode(record.value).items:
+            try:
+                at.setdefault(_event_id(raw).event_id, record.timestamp / 1000)
+            except msgspec.DecodeError:
+                continue  # a hostile input: the judge dead-letters it
+    return at
+
+
 def latencies(
-    kafka: KafkaCluster, since: dict[TopicPartition, int], emitted: dict[str, float]
+    kafka: KafkaCluster, since: dict[TopicPartition, int], emitted: dict[str, float], routed: dict[str, float]
 ) -> dict[str, list[float]]:
     """Seconds to the violation record of the given events (by their emit times): from
     occurred_at, and from the moment the generator sent the event (so a generator running
-    behind its schedule shows apart), for rules decided at once and rules that wait."""
-    found: dict[str, list[float]] = {"immediate": [], "immediate_sent": [], "waiting": [], "waiting_sent": []}
+    behind its schedule shows apart), for rules decided at once and rules that wait; for the
+    immediate ones also split at the router's send onto a lane (routing / judging)."""
+    found: dict[str, list[float]] = {
+        "immediate": [],
+        "immediate_sent": [],
+        "immediate_routing": [],
+        "immediate_judging": [],
+        "waiting": [],
+        "waiting_sent": [],
+    }
     for _, record in records_since(kafka, since):
         violation = json.loads(record.value)
         sent = emitted.get(violation["event_ids"][0])
@@ -195,6 +224,10 @@ def latencies(
         kind = "waiting" if violation["rule_id"] in WAITING_RULES else "immediate"
         found[kind].append(record.timestamp / 1000 - occurred)
         found[f"{kind}_sent"].append(record.timestamp / 1000 - sent)
+        onward = routed.get(violation["event_ids"][0])
+        if kind == "immediate" and onward is not None:
+            found["immediate_routing"].append(onward - sent)
+            found["immediate_judging"].append(record.timestamp / 1000 - onward)
     return found
 
 
@@ -242,6 +275,7 @@ def main() -> None:
             for share in () if args.throughput_only else (0.5, 0.9):
                 consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
                 since = consumer.end_offsets(topic_partitions(topics.VIOLATIONS)[:3])
+                lanes_since = consumer.end_offsets(topic_partitions(topics.LANES))
                 consumer.close()
                 load = Simulation(
                     seed=100 + int(share * 10),
@@ -257,7 +291,7 @@ def main() -> None:
                 producer.flush()
                 producer.close()
                 time.sleep(15)  # grace period plus the timer
-                found = latencies(kafka, since, sends.sent)
+                found = latencies(kafka, since, sends.sent, routed_at(kafka, lanes_since))
                 key = f"load_{int(share * 100)}"
                 results[key] = {
                     "rate_events_s": load.rate,
@@ -303,6 +337,10 @@ def main() -> None:
         rows.append(
             f"| {key[5:]}% load: immediate rules, from the event's send, p50 / p99 "
             f"| {r['immediate_sent_p50_ms']:,.0f} / {r['immediate_sent_p99_ms']:,.0f} ms |"
+        )
+        rows.append(
+            f"| {key[5:]}% load: immediate rules, send to routed onto a lane / routed to published, p99 "
+            f"| {r['immediate_routing_p99_ms']:,.0f} / {r['immediate_judging_p99_ms']:,.0f} ms |"
         )
         rows.append(
             f"| {key[5:]}% load: generator behind its schedule (send - occurred_at), p50 / p99 "
