@@ -39,6 +39,7 @@ from frtwatch.config import Settings
 from stream_processors.admission import Gate, load_keys
 from stream_processors.alerts import AlertPusher
 from stream_processors.bundle import Bundle
+from stream_processors.gc_pauses import Collector
 from stream_processors.journal import Journal
 from stream_processors.judge import Judge
 from stream_processors.lane_gaps import judged_already, read_skipped, resume_offsets, skipped
@@ -291,6 +292,15 @@ async def publish_decided(violations: list[Violation]) -> None:
     await publish(violations)
     journal.commit_decided(by_event, int(time.time() * 1000))
     await persist()
+
+
+collector = Collector()
+
+
+@app.timer(interval=5.0)
+async def keep_collections_short() -> None:
+    """See stream_processors.gc_pauses."""
+    collector.tick()
 
 
 @app.timer(interval=2.0)
