@@ -12,8 +12,10 @@ A timer lets wall-clock time close grace periods while every source is caught up
 in a changelogged table, so a restarted worker recovers it; processing is at-least-once, and
 violation ids are deterministic, so a replay never yields a different violation. A lanes' new
 owner reads back what a crashed one published and had not journalled yet
-(stream_processors.readback); a worker that stops reading part of its input starts over
-(stream_processors.watchdog).
+(stream_processors.readback); records of a lane faust skips are read and judged by the worker
+itself (stream_processors.lane_gaps); a worker that stops reading part of its input starts over
+(stream_processors.watchdog); long-lived state is kept out of the garbage collector's full
+collections (stream_processors.gc_pauses).
 """
 
 import asyncio
