@@ -19,9 +19,10 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from frtwatch.kafka_security import KafkaSecurity
+from stream_processors.side_reads import side_consumer
 
 READ_TIMEOUT_S = 60.0  # skipped records are on this cluster's own topic: minutes means broken
 log = logging.getLogger("frtwatch.lanes")
@@ -43,25 +44,13 @@ def skipped(judged: Mapping[int, int], lane: int, offset: int) -> range:
     return range(expected, offset)
 
 
-def _consumer(
-    bootstrap_servers: str, security: KafkaSecurity, group_id: str | None = None
-) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        group_id=group_id,  # only to ask for its committed offsets: nothing is subscribed
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",  # records gone by retention: read what is left
-        **security.aiokafka(),
-    )
-
-
 async def resume_offsets(
     bootstrap_servers: str, security: KafkaSecurity, group_id: str, topic: str, lanes: set[int]
 ) -> dict[int, int]:
     """Where the group resumes each lane: its committed offset, or the log's start if none."""
     if not lanes:
         return {}
-    consumer = _consumer(bootstrap_servers, security, group_id)
+    consumer = side_consumer(bootstrap_servers, security, group_id=group_id)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, lane) for lane in sorted(lanes)]
@@ -79,7 +68,7 @@ async def read_skipped(
     bootstrap_servers: str, security: KafkaSecurity, topic: str, lane: int, skipped: range
 ) -> list[tuple[int, bytes]]:
     """The records of ``lane`` at the ``skipped`` offsets, as (offset, value), in order."""
-    consumer = _consumer(bootstrap_servers, security)
+    consumer = side_consumer(bootstrap_servers, security)
     await consumer.start()
     try:
         tp = TopicPartition(topic, lane)

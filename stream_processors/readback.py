@@ -10,11 +10,11 @@ import logging
 import time
 
 import msgspec
-from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
 from contracts import topics
 from frtwatch.kafka_security import KafkaSecurity
+from stream_processors.side_reads import side_consumer
 
 MARGIN_MS = 5_000  # the stamp and the violations' timestamps come from clocks that may step
 PROGRESS_EVERY = 100_000  # a long read (a journal never stamped: the whole topic) says how far
@@ -43,13 +43,7 @@ async def published_since(
     if not mine:
         return {}
     began = time.monotonic()
-    # No group: subscribed alone, the consumer is given every partition of the topic.
-    consumer = AIOKafkaConsumer(
-        topics.VIOLATIONS,
-        bootstrap_servers=bootstrap_servers,
-        enable_auto_commit=False,
-        **security.aiokafka(),
-    )
+    consumer = side_consumer(bootstrap_servers, security, topics.VIOLATIONS)
     await consumer.start()
     found: dict[int, list[str]] = {}
     read = 0
