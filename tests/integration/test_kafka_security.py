@@ -236,8 +236,8 @@ def test_three_brokers_replicate_as_their_own_scram_user(kafka_secure_three: Kaf
         producer.send(topics.EVENTS, b"replicated").get(timeout=30)
     finally:
         producer.close()
-    # A follower that fell behind while an earlier test loaded the machine rejoins the ISR once
-    # it catches up (it fetches as its own SCRAM user): in sync within a bound, not at once.
+    # The brokers have just started: a follower still catching up joins the ISR once it has
+    # fetched (as its own SCRAM user), so in sync within a bound, not at the first look.
     admin = KafkaAdminClient(bootstrap_servers=servers, **security)
     try:
         deadline = time.monotonic() + ISR_WAIT_S
