@@ -46,6 +46,7 @@ from stream_processors.journal import Journal
 from stream_processors.judge import Judge
 from stream_processors.lane_gaps import judged_already, read_skipped, resume_offsets, skipped
 from stream_processors.metrics import AlertMetrics, ProcessorMetrics, serve
+from stream_processors.outbox import Outbox
 from stream_processors.outputs import Source, dead_letter_value, violation_value
 from stream_processors.readback import published_since
 from stream_processors.reload import PackWatcher
@@ -103,18 +104,22 @@ def _write_state(partition: int, key: str, value: str | None) -> None:
     _unsent.append((partition, key, stored))
 
 
+# Every output waits here until the journal records that cover it are added after it.
+outbox = Outbox(lambda: app.producer._ensure_producer())  # type: ignore[attr-defined]  # aiokafka's, under faust's
+
+
 async def persist() -> None:
-    """Hand the journal's new records to the producer before the offsets they cover can be
-    committed. Not through faust's send_changelog: its buffer's flush gives up after 0.1 s
-    without a send, so faust could commit an offset whose journal records were still
-    buffered, and a kill -9 then lost them (facts, published ids). Records handed to the
-    producer itself are flushed by faust's commit before it commits."""
+    """Hand the outputs gathered so far, then the journal's new records, to the producer
+    before the offsets they cover can be committed. Not through faust's send_changelog: its
+    buffer's flush gives up after 0.1 s without a send, so faust could commit an offset whose
+    journal records were still buffered, and a kill -9 then lost them (facts, published ids).
+    Records handed to the producer itself are flushed by faust's commit before it commits."""
     topic = state_table.changelog_topic.get_topic_name()
     records = _unsent.copy()
     _unsent.clear()
     for partition, key, stored in records:  # JSON strings, as faust reads a str table back
-        value = None if stored is None else encode_json(stored)
-        await app.producer.send(topic, encode_json(key), value, partition, None, None)
+        outbox.add(topic, encode_json(key), None if stored is None else encode_json(stored), partition)
+    await outbox.send()
 
 
 pack_names = list(settings.packs) or available_packs()
@@ -150,21 +155,20 @@ judge = Judge(
 )
 
 
-# Outputs go straight to the producer: faust's per-message machinery (its send buffer) cost
-# more than the judging when a bundle yields many violations. Faust's offset commit flushes the
-# producer first, so nothing is committed before its outputs are acknowledged.
-async def publish(violations: list[Violation]) -> None:
+# Outputs go to the outbox, and from there to the producer by ``persist``, batched: faust's
+# per-message machinery (its send buffer) cost more than the judging when a bundle yields many
+# violations. Faust's offset commit flushes the producer first, so nothing is committed before
+# its outputs are acknowledged.
+def publish(violations: list[Violation]) -> None:
     for violation in violations:
-        await app.producer.send(
-            topics.VIOLATIONS, violation.operator_id.encode(), violation_value(violation), None, None, None
-        )
+        outbox.add(topics.VIOLATIONS, violation.operator_id.encode(), violation_value(violation))
         metrics.violation(violation)
         if pusher is not None:
             pusher.offer(violation)
 
 
-async def dead_letter(raw: bytes, reason: str, source: Source) -> None:
-    await app.producer.send(topics.DEADLETTER, None, dead_letter_value(raw, reason, source), None, None, None)
+def dead_letter(raw: bytes, reason: str, source: Source) -> None:
+    outbox.add(topics.DEADLETTER, None, dead_letter_value(raw, reason, source))
     metrics.dead_letter(reason)
 
 
@@ -231,15 +235,15 @@ async def judge_bundle(lane: int, offset: int, value: bytes) -> None:
             accepted.add(source, encode_json(verdict.accepted))
             metrics.accepted(verdict.accepted)
         for problem in verdict.problems:
-            await dead_letter(raw, f"{problem.reason}: {problem.detail}", source)
+            dead_letter(raw, f"{problem.reason}: {problem.detail}", source)
         if verdict.violations:
-            await publish(verdict.violations)
+            publish(verdict.violations)
     if accepted.items:
-        await app.producer.send(topics.ACCEPTED, lane_key(lane), accepted.encode(), None, None, None)
+        outbox.add(topics.ACCEPTED, lane_key(lane), accepted.encode())
     for partition, reached, caught_up_at in bundle.marks:
         reached_at = parse_timestamp(reached) if reached else None
         caught_up = datetime.fromtimestamp(caught_up_at, UTC) if caught_up_at else None
-        await publish(judge.mark(lane, str(partition), reached_at, caught_up))
+        publish(judge.mark(lane, str(partition), reached_at, caught_up))
     journal.commit(lane, offset)
     now_ms = int(time.time() * 1000)
     if lane in recovered and journal.stamp_due((lane,), now_ms, STAMP_MS):
@@ -291,7 +295,7 @@ async def publish_decided(violations: list[Violation]) -> None:
     by_event: dict[str, list[str]] = {}
     for violation in violations:
         by_event.setdefault(violation.event_ids[0], []).append(violation.violation_id)
-    await publish(violations)
+    publish(violations)
     journal.commit_decided(by_event, int(time.time() * 1000))
     await persist()
 
