@@ -154,12 +154,14 @@ def start(home: Path, env: dict[str, str], name: str, *args: str) -> subprocess.
     return subprocess.Popen([sys.executable, "-m", "frtwatch", *args], env=env, stdout=log, stderr=log)
 
 
-def sustained(kafka: KafkaCluster, progress: SinkProgress, count: int) -> tuple[float, int]:
+def sustained(
+    kafka: KafkaCluster, progress: SinkProgress, count: int, worker: subprocess.Popen[bytes]
+) -> tuple[float, int]:
     """(events/s from the router's first commit until the audit log holds every accepted event,
     the largest sink lag seen meanwhile). Violations still waiting for their grace period then
     are decided by the quiet timer later, by design, and are left out of the rate."""
-    first_at, first_done = routed(kafka, count)
-    judged(kafka)
+    first_at, first_done = routed(kafka, count, worker)
+    judged(kafka, worker)
     accepted = [tp for tp in progress.partitions if tp.topic == topics.ACCEPTED]
     accepted_ends = progress.ends.end_offsets(accepted)
     while any(progress.committed()[tp] < accepted_ends[tp] for tp in accepted):
@@ -253,7 +255,7 @@ def main() -> None:
         progress = SinkProgress(kafka)
         progress.start()
         try:
-            rate, peak_lag = sustained(kafka, progress, args.events)
+            rate, peak_lag = sustained(kafka, progress, args.events, services[0])
             results["sustained_events_s"], results["sustained_sink_lag_max"] = rate, peak_lag
             print(
                 f"sustained: {rate:,.0f} events/s into the audit log (sink lag at most {peak_lag:,})",

@@ -152,11 +152,18 @@ def lane_ends(kafka: KafkaCluster) -> dict[TopicPartition, int]:
         consumer.close()
 
 
-def routed(kafka: KafkaCluster, count: int) -> tuple[float, int]:
+def running(worker: subprocess.Popen[bytes]) -> None:
+    """A worker that has exited will commit nothing more: say so rather than wait for ever."""
+    if worker.poll() is not None:
+        raise RuntimeError(f"the worker exited with code {worker.returncode}; see its log")
+
+
+def routed(kafka: KafkaCluster, count: int, worker: subprocess.Popen[bytes]) -> tuple[float, int]:
     """Wait until the router has committed ``count`` events; return when it first committed
     any (so start-up is left out of a rate) and how many it had then."""
     first_at = first_done = None
     while True:
+        running(worker)
         done = sum(committed(kafka, "frtwatch-router", topic_partitions(topics.EVENTS)).values())
         if done and first_at is None:
             first_at, first_done = time.monotonic(), done
@@ -166,18 +173,21 @@ def routed(kafka: KafkaCluster, count: int) -> tuple[float, int]:
         time.sleep(0.2)
 
 
-def judged(kafka: KafkaCluster) -> None:
+def judged(kafka: KafkaCluster, worker: subprocess.Popen[bytes]) -> None:
     """Wait until the judge has committed every lane up to where the router has written."""
     ends = lane_ends(kafka)
     while any(offset < ends[tp] for tp, offset in committed(kafka, "frtwatch-processor", list(ends)).items()):
+        running(worker)
         time.sleep(0.2)
 
 
-def worker_throughput(kafka: KafkaCluster, count: int) -> tuple[float, float]:
+def worker_throughput(
+    kafka: KafkaCluster, count: int, worker: subprocess.Popen[bytes]
+) -> tuple[float, float]:
     """(events/s judged, seconds from worker start to the first routed offset committed)."""
     started = time.monotonic()
-    first_at, first_done = routed(kafka, count)
-    judged(kafka)
+    first_at, first_done = routed(kafka, count, worker)
+    judged(kafka, worker)
     return (count - first_done) / (time.monotonic() - first_at), first_at - started
 
 
@@ -268,7 +278,7 @@ def main() -> None:
 
         worker = start_worker(kafka, home, home / "keys.json")
         try:
-            rate, startup = worker_throughput(kafka, args.events)
+            rate, startup = worker_throughput(kafka, args.events, worker)
             results["worker_events_s"], results["worker_startup_s"] = rate, startup
             print(f"one worker: {rate:,.0f} events/s (start-up {startup:.1f} s)", flush=True)
             time.sleep(15)  # the quiet timer decides what still waits, before load is measured
