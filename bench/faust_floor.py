@@ -37,8 +37,7 @@ async def count(stream: Any) -> None:
         state["n"] += 1
         if state["n"] >= TARGET:
             rate = (state["n"] - 1) / (time.monotonic() - state["began"])
-            sys.__stdout__.write(f"FLOOR {rate:.0f}\n")
-            sys.__stdout__.flush()
+            os.write(1, f"FLOOR {rate:.0f}\n".encode())  # faust has wrapped sys.stdout
             os._exit(0)  # a measurement, not a service: stop at once
 
 

@@ -323,6 +323,7 @@ def main() -> None:
         return
     raw = float(results["raw_aiokafka_events_s"])  # type: ignore[arg-type]
     worker_rate = float(results["worker_events_s"])  # type: ignore[arg-type]
+    floor = float(results["faust_empty_agent_events_s"])  # type: ignore[arg-type]
     rows = [
         "| measure | value |",
         "|---|---|",
@@ -334,7 +335,7 @@ def main() -> None:
         f"| the judging alone (admission + rules), in one process, no Kafka | "
         f"{results['judge_alone_events_s']:,.0f} events/s |",
         f"| worker / raw aiokafka | {worker_rate / raw:.1%} |",
-        f"| worker / empty faust agent | {worker_rate / float(results['faust_empty_agent_events_s']):.1%} |",
+        f"| worker / empty faust agent | {worker_rate / floor:.1%} |",
     ]
     for key in ("load_50", "load_90"):
         r = results[key]

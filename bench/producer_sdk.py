@@ -55,7 +55,9 @@ def sdk_run(bootstrap: str, count: int, seq_dir: Path) -> float:
         seq_file=seq_dir / f"{time.monotonic_ns()}.seq",
         topic=TOPIC,
         client_id="bench-sdk",
-        **SOURCE,
+        operator_id=SOURCE["operator_id"],
+        site_id=SOURCE["site_id"],
+        device_id=SOURCE["device_id"],
     )
     emitter.emit("recognition.performed", **RECOGNITION)
     emitter.flush(timeout=30)
