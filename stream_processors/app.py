@@ -78,6 +78,7 @@ app = faust.App(
     value_serializer="raw",
     consumer_auto_offset_reset="earliest",
     producer_linger_ms=5,  # let aiokafka batch what the agents send
+    producer_max_batch_size=256 * 1024,  # the outbox batches violations by the hundred: not 16 KiB
     web_enabled=False,  # `frtwatch process` also passes --without-web; metrics get their own server
     web_bind="127.0.0.1",
     datadir=_scratch,
