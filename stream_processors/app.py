@@ -41,6 +41,7 @@ from frtwatch.config import Settings
 from stream_processors.admission import Gate, load_keys
 from stream_processors.alerts import AlertPusher
 from stream_processors.bundle import Bundle
+from stream_processors.fetch_wait import shorten_lane_fetch_wait
 from stream_processors.gc_pauses import Collector
 from stream_processors.journal import Journal
 from stream_processors.judge import Judge
@@ -339,6 +340,12 @@ async def log_at_the_chosen_level() -> None:
     for handler in [h for h in root.handlers if isinstance(h, SpinnerHandler)]:
         root.removeHandler(handler)
     root.setLevel(min((h.level for h in root.handlers), default=logging.WARNING) or logging.WARNING)
+
+
+@app.task
+async def hold_lane_fetches_briefly() -> None:
+    """See stream_processors.fetch_wait."""
+    await shorten_lane_fetch_wait(app.consumer)
 
 
 @app.task

@@ -32,6 +32,7 @@ from contracts.codec import MAX_MESSAGE_BYTES
 from contracts.timestamps import TIMESTAMP_PATTERN, format_timestamp, parse_timestamp
 from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from stream_processors.bundle import Bundle, Mark
+from stream_processors.fetch_wait import FETCH_WAIT_MS
 from stream_processors.metrics import ProcessorMetrics
 from stream_processors.outputs import Source, dead_letter_value
 
@@ -113,6 +114,7 @@ class Router:
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_WAIT_MS,  # busy partitions' records must not wait on idle ones'
             **security.aiokafka(),
         )
         self._reached: dict[int, datetime] = {}

@@ -11,6 +11,7 @@ from contracts import topics
 from contracts.timestamps import format_timestamp
 from frtwatch.stack.kafka import KafkaCluster
 from stream_processors.bundle import Bundle
+from stream_processors.fetch_wait import FETCH_WAIT_MS
 from stream_processors.outputs import dead_letter_value
 from stream_processors.router import route
 from tests.integration.pipeline import (
@@ -22,6 +23,7 @@ from tests.integration.pipeline import (
     fleet_keys,
     read_records,
     simulate,
+    wait_for_log,
     wait_for_verdicts,
     wait_until_assigned,
 )
@@ -33,6 +35,8 @@ def test_one_worker_finds_exactly_the_ground_truth(kafka_alone: KafkaCluster, tm
     sim = None
     try:
         wait_until_assigned([worker])
+        # faust's 1.5 s fetch hold is shortened in its real aiokafka consumer (fetch_wait.py)
+        wait_for_log(worker, f"lane fetches held at most {FETCH_WAIT_MS} ms")
         sim = simulate(kafka_alone, tmp_path, seed=21, events=4000, rate=250)
         assert sim.wait(timeout=120) == 0
         want, _ = expected(tmp_path)
