@@ -5,11 +5,14 @@ Faust hands an agent one message at a time, and that machinery alone tops out ne
 messages/s on the benchmark machine (bench/results/processor.md), under the processor's goal
 before any work is done. The router therefore reads in batches with aiokafka (faust's own
 client), in a consumer group of its own inside each worker: a batch becomes one bundle per
-operator, and its offsets are committed only once Kafka has acknowledged every bundle and dead
-letter of it (at-least-once; the judge knows a redelivered message by its source position).
+operator, sent without waiting for Kafka's acknowledgement, so that the next batch is read and
+routed meanwhile.
 
-After a batch, at most every MARK_INTERVAL, every lane gets a progress mark per source
-partition (bundle.py), which is how a lane knows how far event time may go.
+Every MARK_INTERVAL the router settles: it waits until Kafka has acknowledged every bundle and
+dead letter sent so far, then commits their offsets (at-least-once; the judge knows a
+redelivered message by its source position) and sends every lane a progress mark per source
+partition (bundle.py), which is how a lane knows how far event time may go. A mark so vouches
+only for bundles already written, ahead of it in each lane.
 
 Only what routing needs is decoded here (operator_id, occurred_at); the judge validates the
 whole event. A message that cannot be routed at all is a dead letter from here.
@@ -117,7 +120,12 @@ class Router:
             fetch_max_wait_ms=FETCH_WAIT_MS,  # busy partitions' records must not wait on idle ones'
             **security.aiokafka(),
         )
-        self._reached: dict[int, datetime] = {}
+        self._reached: dict[int, datetime] = {}  # as far as settled sends vouch
+        # Sent since the last settle: the sends' acknowledgements, the offsets to commit once
+        # they are in, and how far each source partition got.
+        self._unacked: list[asyncio.Future[Any]] = []
+        self._unsettled_offsets: dict[TopicPartition, int] = {}
+        self._unsettled_reached: dict[int, datetime] = {}
         self._lock = asyncio.Lock()  # a batch is routed and committed whole before a rebalance
         self._marks_due = 0.0
         self.marked_at = 0.0  # when Kafka last acknowledged marks for every lane (monotonic)
@@ -132,6 +140,7 @@ class Router:
                     if batches:
                         await self._route(batches)
                     if time.monotonic() >= self._marks_due:
+                        await self._settle()
                         await self._send_marks(self.consumer.assignment())
                         self._marks_due = time.monotonic() + MARK_INTERVAL
         finally:
@@ -148,24 +157,34 @@ class Router:
             for r in rs
         ]
         routed = route(records)
-        sends = [
+        self._unacked += [
             await self.producer.send(self.lane_topic, operator_id.encode(), bundle.encode(), None, None, None)
             for operator_id, bundle in routed.bundles
         ]
-        sends += [
+        self._unacked += [
             await self.producer.send(topics.DEADLETTER, None, dead_letter_value(*dead), None, None, None)
             for dead in routed.dead
         ]
         for _, reason, _ in routed.dead:
             self.metrics.dead_letter(reason)
-        await asyncio.gather(*sends)
-        for partition, at in routed.reached.items():
-            if partition not in self._reached or at > self._reached[partition]:
-                self._reached[partition] = at
+        _latest_of(self._unsettled_reached, routed.reached)
+        self._unsettled_offsets.update({tp: rs[-1].offset + 1 for tp, rs in batches.items()})
+
+    async def _settle(self) -> None:
+        """Wait for every send so far to be acknowledged (a failed one raises, and nothing since
+        the last settle is committed); then marks may vouch for them, and their offsets are
+        committed."""
+        unacked, self._unacked = self._unacked, []
+        await asyncio.gather(*unacked)
+        _latest_of(self._reached, self._unsettled_reached)
+        self._unsettled_reached = {}
+        offsets, self._unsettled_offsets = self._unsettled_offsets, {}
+        if not offsets:
+            return
         try:
-            await self.consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items()})
+            await self.consumer.commit(offsets)
         except KafkaError as error:  # the partitions moved on (a rebalance): their new reader repeats them
-            log.warning("router commit failed, the batch will be read again: %s", error)
+            log.warning("router commit failed, those records will be read again: %s", error)
 
     async def _send_marks(self, partitions: Iterable[TopicPartition], reading: bool = True) -> None:
         marks: list[Mark] = []
@@ -192,9 +211,17 @@ class Router:
         """Partitions are leaving this router: finish the batch in hand, and tell every lane
         that nobody vouches for them until their next reader does."""
         async with self._lock:
+            await self._settle()
             await self._send_marks(revoked, reading=False)
             for tp in revoked:
                 self._reached.pop(tp.partition, None)
+
+
+def _latest_of(reached: dict[int, datetime], more: dict[int, datetime]) -> None:
+    """Take into ``reached`` each partition's later time of the two."""
+    for partition, at in more.items():
+        if partition not in reached or at > reached[partition]:
+            reached[partition] = at
 
 
 class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
