@@ -107,6 +107,30 @@ def signature(fields: dict[str, Any], key: bytes) -> str:
     return _hmac_hex(key, canonical_json(unsigned))
 
 
+_SIG = b'"sig":"'
+_SIG_END = len(_SIG) + 64  # a sig is 64 hex characters
+
+
+def _verify_canonical(raw: bytes, key: bytes) -> bool:
+    """The SDK sends canonical JSON with its ``sig`` in place, so the signed bytes are the
+    message without that member: checked so, without decoding and encoding it again (some
+    40% of the signature check). Whatever else fails here is checked the long way: a
+    message that is not canonical, or whose first "sig" member is not the event's own.
+    Only bytes the key signed pass, and the signed bytes never hold a top-level sig, so
+    the member cut out can only be the one the decoder reads as ``sig``."""
+    at = raw.find(_SIG)
+    end = at + _SIG_END
+    if at < 1 or raw[end : end + 1] != b'"':
+        return False
+    if raw[at - 1] == ord(","):
+        signed = raw[: at - 1] + raw[end + 1 :]
+    elif raw[at - 1] == ord("{") and raw[end + 1 : end + 2] == b",":
+        signed = raw[:at] + raw[end + 2 :]
+    else:
+        return False
+    return hmac.compare_digest(raw[at + len(_SIG) : end], _hmac_hex(key, signed).encode())
+
+
 @functools.lru_cache(maxsize=100_000)
 def _keyed(key: bytes) -> "hmac.HMAC":
     """An HMAC with ``key`` already taken in: a copy of it skips the key set-up, a third of an
@@ -128,6 +152,8 @@ def sign(fields: dict[str, Any], key: bytes) -> dict[str, Any]:
 def verify(raw: bytes | dict[str, Any], key: bytes) -> bool:
     """True when the event's ``sig`` matches its content under ``key``. Extra fields the
     models do not know are part of the signed content, so this reads the raw JSON."""
+    if isinstance(raw, bytes) and _verify_canonical(raw, key):
+        return True
     fields = msgspec.json.decode(raw) if isinstance(raw, bytes) else dict(raw)
     if not isinstance(fields, dict):
         return False

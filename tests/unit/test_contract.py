@@ -219,6 +219,28 @@ def test_a_signed_event_verifies_and_any_change_breaks_it() -> None:
     assert not verify(EXAMPLES["recognition.performed"], key)  # unsigned (sig null)
 
 
+def test_canonical_bytes_verify_as_sent_and_any_change_breaks_them() -> None:
+    key = b"k"
+    raw = canonical_json(sign(EXAMPLES["recognition.performed"], key))  # as the SDK sends it
+    assert verify(raw, key)
+    assert not verify(raw, b"another key")
+    assert not verify(raw.replace(b'"purpose":"', b'"purpose":"x'), key)
+    sig_first = sign({"z": 1}, key)["sig"].encode()
+    assert verify(b'{"sig":"' + sig_first + b'","z":1}', key)  # the first member, then a comma
+    assert not verify(b'{"sig":"' + sig_first + b'","z":2}', key)
+    assert not verify(b'{"sig":"' + sig_first + b'"}', key)  # "z" cut away
+
+
+def test_a_sig_member_inside_another_field_is_not_taken_for_the_events() -> None:
+    key = b"k"
+    signed = sign({**EXAMPLES["media.retained"], "ext": {"sig": "0" * 64}}, key)
+    raw = canonical_json(signed)
+    assert raw.index(b'"sig"') < raw.rindex(b'"sig"')  # the nested one comes first
+    assert verify(raw, key)  # by the long way
+    forged = canonical_json({**signed, "ext": {"sig": signed["sig"]}, "sig": "1" * 64})
+    assert not verify(forged, key)
+
+
 def test_the_signature_ignores_key_order_and_whitespace() -> None:
     key = b"k"
     signed = sign(EXAMPLES["media.retained"], key)
