@@ -322,6 +322,7 @@ def main() -> None:
     if args.throughput_only:
         return
     raw = float(results["raw_aiokafka_events_s"])  # type: ignore[arg-type]
+    kafka_python = float(results["raw_kafka_python_events_s"])  # type: ignore[arg-type]
     worker_rate = float(results["worker_events_s"])  # type: ignore[arg-type]
     floor = float(results["faust_empty_agent_events_s"])  # type: ignore[arg-type]
     rows = [
@@ -334,6 +335,7 @@ def main() -> None:
         f"{results['faust_empty_agent_events_s']:,.0f} events/s |",
         f"| the judging alone (admission + rules), in one process, no Kafka | "
         f"{results['judge_alone_events_s']:,.0f} events/s |",
+        f"| worker / raw kafka-python | {worker_rate / kafka_python:.1%} |",
         f"| worker / raw aiokafka | {worker_rate / raw:.1%} |",
         f"| worker / empty faust agent | {worker_rate / floor:.1%} |",
     ]
