@@ -1,11 +1,10 @@
 """The faust app: `frtwatch process`, or `faust -A stream_processors.app worker`.
 
 Thin wiring around pure parts:
-- the router (stream_processors.router, run in a process of its own by
-  stream_processors.router_process, on another core) reads frt.events.v1 (keyed by device) in
-  batches and re-keys it by operator onto the judge's lanes, a topic of this app: an operator's
-  devices, consents and registry then meet in one lane, where their facts live. It also sends
-  every lane progress marks, from which each lane's event time follows.
+- the router (stream_processors.router) reads frt.events.v1 (keyed by device) in batches and
+  re-keys it by operator onto the judge's lanes, a topic of this app: an operator's devices,
+  consents and registry then meet in one lane, where their facts live. It also sends every
+  lane progress marks, from which each lane's event time follows.
 - the ``judge_lane`` agent admits each event (signature, time, duplicates, seq), updates the
   facts and runs the rule engine (stream_processors.judge), publishing violations keyed by
   operator_id and refusals to frt.deadletter.v1.
@@ -52,7 +51,7 @@ from stream_processors.outbox import Outbox
 from stream_processors.outputs import Source, dead_letter_value, violation_value
 from stream_processors.readback import published_since
 from stream_processors.reload import PackWatcher
-from stream_processors.router_process import RouterProcess
+from stream_processors.router import Router
 from stream_processors.rules.pack import available_packs, load_packs
 from stream_processors.watchdog import LaneWatch, RecoveryWatch, start_over
 
@@ -175,7 +174,7 @@ def dead_letter(raw: bytes, reason: str, source: Source) -> None:
     metrics.dead_letter(reason)
 
 
-router = RouterProcess(metrics)
+router: Router | None = None  # this worker's, once its task runs
 lane_watch = LaneWatch(settings.stall_seconds)
 # Lanes recovered whose first record since is still to come: faust resumes a lane where its
 # group committed, and the records from the journal's stamp to there are read by the worker.
@@ -185,13 +184,20 @@ rebuilding = asyncio.Lock()  # held while the judge's state is rebuilt (its lane
 
 @app.task
 async def route() -> None:
-    log_level = log_at_the_chosen_level()
+    global router
     # The internal topics exist, with their partitions, before anything is sent to them.
     await by_operator.maybe_declare()
     await accepted_topic.maybe_declare()
-    code = await router.run(log_level)
-    if not app.should_stop:
-        start_over("router_exited", f"the router exited with code {code}", _forget_scratch)
+    router = Router(
+        app.producer,
+        settings.bootstrap_servers,
+        topics.LANES,
+        settings.events_partitions,
+        "frtwatch-router",
+        metrics,
+        settings.kafka_security,
+    )
+    await router.run()
 
 
 def lane_key(lane: int) -> bytes:
@@ -325,15 +331,15 @@ async def reload_packs() -> None:
         log.warning("packs reloaded: %s", ", ".join(f"{p.name} {p.ruleset_hash}" for p in new))
 
 
-def log_at_the_chosen_level() -> int:
+@app.task
+async def log_at_the_chosen_level() -> None:
     """faust's worker lowers the root logger to DEBUG so that its start-up spinner turns on every
     record; left so, aiokafka builds a debug record for every message sent (8% of the worker's
-    time). The spinner is done once tasks run: set the level asked for, and return it."""
+    time). The spinner is done once tasks run."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, SpinnerHandler)]:
         root.removeHandler(handler)
     root.setLevel(min((h.level for h in root.handlers), default=logging.WARNING) or logging.WARNING)
-    return root.level
 
 
 @app.task
@@ -358,7 +364,7 @@ async def start_over_when_stuck() -> None:
                 start_over("recovery_stuck", f"table recovery has read nothing for {limit}", _forget_scratch)
         else:
             recovery_watch.stuck(False, 0)
-            stuck = lane_watch.stuck(assigned_lanes(), router.marked_at)
+            stuck = lane_watch.stuck(assigned_lanes(), router.marked_at if router else 0.0)
             if stuck:
                 start_over(
                     "lane_stuck",

@@ -4,9 +4,9 @@ operator's devices, consents and registry meet in one lane, where their facts li
 Faust hands an agent one message at a time, and that machinery alone tops out near 12,000
 messages/s on the benchmark machine (bench/results/processor.md), under the processor's goal
 before any work is done. The router therefore reads in batches with aiokafka (faust's own
-client), in a consumer group of its own, in a process of its own beside each worker
-(stream_processors.router_process): a batch becomes one bundle per operator, sent without
-waiting for Kafka's acknowledgement, so that the next batch is read and routed meanwhile.
+client), in a consumer group of its own inside each worker: a batch becomes one bundle per
+operator, sent without waiting for Kafka's acknowledgement, so that the next batch is read and
+routed meanwhile.
 
 Every MARK_INTERVAL the router settles: it waits until Kafka has acknowledged every bundle and
 dead letter sent so far, then commits their offsets (at-least-once; the judge knows a
@@ -24,22 +24,22 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from contracts import ContractError, decode_event, topics
 from contracts.codec import MAX_MESSAGE_BYTES
 from contracts.timestamps import TIMESTAMP_PATTERN, format_timestamp, parse_timestamp
 from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
-from stream_processors.bundle import MAX_BUNDLE_BYTES, Bundle, Mark
+from stream_processors.bundle import Bundle, Mark
 from stream_processors.fetch_wait import FETCH_WAIT_MS
+from stream_processors.metrics import ProcessorMetrics
 from stream_processors.outputs import Source, dead_letter_value
 
 MARK_INTERVAL = 0.5  # seconds; well under the engine's mark_ttl
-GROUP_ID = "frtwatch-router"
 BATCH_RECORDS = 5_000
 log = logging.getLogger("frtwatch.router")
 
@@ -98,34 +98,20 @@ def route(records: Iterable[tuple[Source, bytes, int]]) -> Routed:
     return routed
 
 
-class Reports(Protocol):
-    """What the router tells the worker it routes for (its metrics and watchdog)."""
-
-    def dead_letter(self, reason: str) -> None: ...
-    def lag(self, partition: int, records: int) -> None: ...
-    def marked(self, at: float) -> None: ...  # marks for every lane acknowledged, time.monotonic()
-
-
 class Router:
     """The I/O around ``route``: read a batch, send its bundles, wait for the acks, commit."""
 
     def __init__(
         self,
+        producer: Any,
         bootstrap_servers: str,
         lane_topic: str,
         lanes: int,
         group_id: str,
-        reports: Reports,
+        metrics: ProcessorMetrics,
         security: KafkaSecurity = PLAINTEXT,
     ):
-        self.lane_topic, self.lanes, self.reports = lane_topic, lanes, reports
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
-            acks="all",
-            linger_ms=5,
-            max_batch_size=MAX_BUNDLE_BYTES,  # a bundle to a batch
-            **security.aiokafka(),
-        )
+        self.producer, self.lane_topic, self.lanes, self.metrics = producer, lane_topic, lanes, metrics
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
@@ -142,10 +128,10 @@ class Router:
         self._unsettled_reached: dict[int, datetime] = {}
         self._lock = asyncio.Lock()  # a batch is routed and committed whole before a rebalance
         self._marks_due = 0.0
+        self.marked_at = 0.0  # when Kafka last acknowledged marks for every lane (monotonic)
 
     async def run(self) -> None:
         self.consumer.subscribe([topics.EVENTS], listener=_Handover(self))
-        await self.producer.start()
         await self.consumer.start()
         try:
             while True:
@@ -159,7 +145,6 @@ class Router:
                         self._marks_due = time.monotonic() + MARK_INTERVAL
         finally:
             await self.consumer.stop()
-            await self.producer.stop()
 
     async def _route(self, batches: dict[TopicPartition, list[Any]]) -> None:
         records = [
@@ -173,15 +158,15 @@ class Router:
         ]
         routed = route(records)
         self._unacked += [
-            await self.producer.send(self.lane_topic, bundle.encode(), key=operator_id.encode())
+            await self.producer.send(self.lane_topic, operator_id.encode(), bundle.encode(), None, None, None)
             for operator_id, bundle in routed.bundles
         ]
         self._unacked += [
-            await self.producer.send(topics.DEADLETTER, dead_letter_value(*dead))
+            await self.producer.send(topics.DEADLETTER, None, dead_letter_value(*dead), None, None, None)
             for dead in routed.dead
         ]
         for _, reason, _ in routed.dead:
-            self.reports.dead_letter(reason)
+            self.metrics.dead_letter(reason)
         _latest_of(self._unsettled_reached, routed.reached)
         self._unsettled_offsets.update({tp: rs[-1].offset + 1 for tp, rs in batches.items()})
 
@@ -209,18 +194,18 @@ class Router:
             if reading and end is not None:
                 position = await self.consumer.position(tp)
                 caught_up_at = time.time() if position >= end else 0.0
-                self.reports.lag(tp.partition, max(0, end - position))
+                self.metrics.consumer_lag.labels(str(tp.partition)).set(max(0, end - position))
             reached = self._reached.get(tp.partition)
             marks.append((tp.partition, format_timestamp(reached) if reached else "", caught_up_at))
         if marks:
             value = Bundle(marks=marks).encode()
             await asyncio.gather(
                 *[
-                    await self.producer.send(self.lane_topic, value, partition=lane)
+                    await self.producer.send(self.lane_topic, None, value, lane, None, None)
                     for lane in range(self.lanes)
                 ]
             )
-            self.reports.marked(time.monotonic())
+            self.marked_at = time.monotonic()
 
     async def hand_over(self, revoked: set[TopicPartition]) -> None:
         """Partitions are leaving this router: finish the batch in hand, and tell every lane

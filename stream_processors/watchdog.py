@@ -8,8 +8,6 @@ faust-streaming issue 629). Either way the worker holds lanes and judges none of
 Its state is in the changelog and its processing is at-least-once, so starting the process
 again is as safe as any restart, and the fresh worker recovers and reads every lane.
 
-The router runs in a process of its own; if it exits, the worker starts over with a new one.
-
 Every router sends every lane a mark twice a second, so an assigned lane that delivers nothing
 for long while marks are being written to it is not quiet but stuck.
 """
@@ -25,7 +23,7 @@ from dataclasses import dataclass, field
 log = logging.getLogger("frtwatch.watchdog")
 
 STALL_SECONDS = 60.0  # this long without progress is stuck, not slow
-CAUSES = ("recovery_stuck", "lane_stuck", "rebuild_failed", "router_exited")
+CAUSES = ("recovery_stuck", "lane_stuck", "rebuild_failed")
 # How often this process has started over, by cause: handed on to the fresh run through its
 # environment, so the count survives the restart it counts.
 STARTED_OVER_ENV = "FRTWATCH_STARTED_OVER"

@@ -2,9 +2,6 @@
 compared with the ground truth. Each test gets its own Kafka so topics hold only its data."""
 
 import asyncio
-import os
-import re
-import signal
 import time
 from pathlib import Path
 
@@ -18,7 +15,6 @@ from stream_processors.fetch_wait import FETCH_WAIT_MS
 from stream_processors.outputs import dead_letter_value
 from stream_processors.router import route
 from tests.integration.pipeline import (
-    ASSIGNED,
     PARTITIONS,
     Worker,
     check,
@@ -166,51 +162,3 @@ async def route_unjudged(kafka: KafkaCluster) -> None:
     assert routed.bundles
     commit_at_the_end(kafka, "frtwatch-router", topics.EVENTS)
     commit_at_the_end(kafka, "frtwatch-processor", topics.LANES)
-
-
-def _children(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def _ended(pid: int) -> bool:
-    """Gone, or a zombie nobody reaped (its parent died)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
-
-
-def _router_of(worker: Worker, timeout: float = 60) -> int:
-    deadline = time.monotonic() + timeout
-    while not (routers := _children(worker.proc.pid)):
-        assert time.monotonic() < deadline and worker.proc.poll() is None, "the worker started no router"
-        time.sleep(0.2)
-    assert len(routers) == 1, routers
-    return routers[0]
-
-
-def test_the_router_process_lives_and_dies_with_its_worker(kafka_alone: KafkaCluster, tmp_path: Path) -> None:
-    """A router that exits makes its worker start over with a new one; a worker killed -9
-    leaves no router of its own routing (the router ends when its stdin closes)."""
-    fleet_keys(tmp_path, seed=23)
-    worker = Worker(kafka_alone, tmp_path, tmp_path / "keys.json", "worker-1")
-    try:
-        wait_until_assigned([worker])
-        first = _router_of(worker)
-        os.kill(first, signal.SIGKILL)
-        restart = "the router exited with code -9: starting the worker over"
-        wait_for_log(worker, restart)
-        deadline = time.monotonic() + 90
-        while not re.search(ASSIGNED, worker.log.read_text().split(restart, 1)[1]):  # a fresh router reads
-            assert time.monotonic() < deadline and worker.proc.poll() is None, "no router after the restart"
-            time.sleep(0.5)
-        second = _router_of(worker)
-        assert second != first
-        worker.kill()
-        deadline = time.monotonic() + 15
-        while not _ended(second):
-            assert time.monotonic() < deadline, "the router outlived its worker"
-            time.sleep(0.2)
-    finally:
-        worker.stop()
