@@ -11,6 +11,8 @@ test: bootstrap
 	.venv/bin/ruff check .
 	.venv/bin/mypy
 	.venv/bin/pytest
+	# The pure tests once more with the judge interpreted (frtwatch/compiled.py).
+	FRTWATCH_COMPILED=0 .venv/bin/pytest -q tests/unit
 
 down:
 	.venv/bin/frtwatch stack down

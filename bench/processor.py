@@ -33,6 +33,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from bench.harness import LiveSends, local_kafka, records_since, service_env, write_results
 from contracts import topics
 from contracts.timestamps import parse_timestamp
+from frtwatch import compiled
 from frtwatch.stack.kafka import KafkaCluster
 from producers.plan import Message
 from producers.sender import producer_settings
@@ -253,7 +254,8 @@ def main() -> None:
         "--throughput-only", action="store_true", help="Skip the latency runs (quick tuning)."
     )
     args = parser.parse_args()
-    results: dict[str, object] = {"events": args.events}
+    # The worker, started from the same tree and environment, judges the same way.
+    results: dict[str, object] = {"events": args.events, "judge_compiled": compiled.active()}
     with tempfile.TemporaryDirectory() as tmp, local_kafka(Path(tmp) / "kafka") as kafka:
         home = Path(tmp)
         kafka.create_topics(PARTITIONS)
@@ -328,6 +330,8 @@ def main() -> None:
     rows = [
         "| measure | value |",
         "|---|---|",
+        f"| the judge (admission, codec, rules) | "
+        f"{'compiled by mypyc' if results['judge_compiled'] else 'interpreted'} |",
         f"| raw consume, aiokafka (faust's client), read and discard | {raw:,.0f} events/s |",
         f"| raw consume, kafka-python | {results['raw_kafka_python_events_s']:,.0f} events/s |",
         f"| one `frtwatch process` worker, sustained | {worker_rate:,.0f} events/s |",

@@ -512,10 +512,27 @@ def process(
     create_contract_topics(
         settings.bootstrap_servers, settings.events_partitions, security=settings.kafka_security
     )
+    from frtwatch import compiled
     from stream_processors.app import app as faust_app
 
+    if compiled.enabled() and not compiled.active():
+        errors.print("the judge runs interpreted: no build of these sources (run `frtwatch compile`)")
     sys.argv = ["frtwatch process", "worker", "--loglevel", loglevel, "--without-web"]
     faust_app.main()
+
+
+@app.command("compile")
+def compile_judge() -> None:
+    """Compile the judge's hot modules with mypyc for these sources (once; see frtwatch/compiled.py)."""
+    from frtwatch import compiled
+
+    try:
+        with console.status(f"compiling {len(compiled.MODULES)} modules with mypyc (a minute or two)..."):
+            target = compiled.build()
+    except (RuntimeError, OSError) as error:
+        errors.print(f"[red]compile failed; the judge runs interpreted:[/] {error}")
+        raise typer.Exit(1) from None
+    console.print(f"the judge's modules compiled for these sources, in {target}", soft_wrap=True)
 
 
 def main() -> None:

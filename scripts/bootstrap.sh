@@ -2,7 +2,8 @@
 # Installs everything frtwatch needs on a fresh machine, idempotently:
 #   1. Debian packages: Java, Maven, Prometheus and Alertmanager (as root, via apt-get);
 #   2. the Python environment in .venv (re-installed when pyproject.toml changes);
-#   3. the Apache Kafka jars from Maven Central into ~/.cache/frtwatch (outside the repo).
+#   3. the Apache Kafka jars from Maven Central into ~/.cache/frtwatch (outside the repo);
+#   4. the judge's hot modules compiled with mypyc, into the same cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,3 +31,5 @@ if [ ! -f "$stamp" ]; then
 fi
 
 .venv/bin/frtwatch stack fetch
+# The judge compiled with mypyc (frtwatch/compiled.py); without it the judging runs interpreted.
+.venv/bin/frtwatch compile || echo "bootstrap: warning: the judge will run interpreted (slower)" >&2
