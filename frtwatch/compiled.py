@@ -129,10 +129,13 @@ def _prune() -> None:
     """Keep the newest builds (other checkouts, other branches); drop older ones, and what a
     build that died left behind."""
     now = time.time()
-    builds = sorted(CACHE.iterdir(), key=lambda path: path.stat().st_mtime, reverse=True)
-    complete = [path for path in builds if (path / "complete").is_file()]
-    for path in builds:
-        abandoned = path not in complete and now - path.stat().st_mtime > 3600
+    try:
+        builds = sorted(((path.stat().st_mtime, path) for path in CACHE.iterdir()), reverse=True)
+    except OSError:  # another build pruning at the same time: it will do
+        return
+    complete = [path for _, path in builds if (path / "complete").is_file()]
+    for modified, path in builds:
+        abandoned = path not in complete and now - modified > 3600
         if abandoned or path in complete[KEEP_BUILDS:]:
             shutil.rmtree(path, ignore_errors=True)
 
