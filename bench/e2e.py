@@ -35,7 +35,15 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from audit.sink import TOPICS as SINK_TOPICS
-from bench.harness import Alerting, LiveSends, local_kafka, records_since, service_env, write_results
+from bench.harness import (
+    Alerting,
+    LiveSends,
+    local_kafka,
+    records_since,
+    send_on_schedule,
+    service_env,
+    write_results,
+)
 from bench.processor import PRELOAD_EVENT_RATE, WAITING_RULES, judged, preload, routed
 from contracts import topics
 from contracts.timestamps import parse_timestamp
@@ -276,13 +284,12 @@ def main() -> None:
                 first_seq=10**9,  # the preload's devices go on: seqs back at 0 would be refused
                 rate=live_rate,
                 events=int(live_rate * args.latency_seconds),
-                start=datetime.now(UTC),
             )
             producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, **producer_settings())
             started = time.time()
             lag_from = len(progress.lags)
             sends = LiveSends(producer)
-            run(load, sends, paced=True)
+            send_on_schedule(load, sends)
             producer.flush()
             producer.close()
             time.sleep(15)  # the last grace periods close and the sink writes them

@@ -30,7 +30,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from bench.harness import LiveSends, local_kafka, records_since, service_env, write_results
+from bench.harness import LiveSends, local_kafka, records_since, send_on_schedule, service_env, write_results
 from contracts import topics
 from contracts.timestamps import parse_timestamp
 from frtwatch import compiled
@@ -295,11 +295,10 @@ def main() -> None:
                     first_seq=LOAD_FIRST_SEQ[share],  # the preload's devices go on, not back
                     rate=rate * share,
                     events=int(rate * share * args.latency_seconds),
-                    start=datetime.now(UTC),
                 )
                 producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, **producer_settings())
                 sends = LiveSends(producer)
-                run(load, sends, paced=True)
+                send_on_schedule(load, sends)
                 producer.flush()
                 producer.close()
                 time.sleep(15)  # grace period plus the timer
