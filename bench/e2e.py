@@ -334,7 +334,7 @@ def main() -> None:
         ("live: immediate rules, the event's send -> detected, p50 / p99",
          f"{live['immediate_detected_from_send_p50_s'] * ms:,.0f} / "
          f"{live['immediate_detected_from_send_p99_s'] * ms:,.0f} ms"),
-        ("live: the generator behind its schedule (send - occurred_at), p50 / p99",
+        ("live: the generator behind its schedule (send - due time), p50 / p99",
          f"{live['generator_behind_p50_s'] * ms:,.0f} / {live['generator_behind_p99_s'] * ms:,.0f} ms"),
         (f"live: immediate rules, occurred_at -> in the audit log, p50 / p99 "
          f"({live['immediate_logged']} violations)",

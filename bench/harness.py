@@ -18,7 +18,6 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from contracts import topics
-from contracts.timestamps import parse_timestamp
 from frtwatch.stack.kafka import KafkaCluster, kafka_version
 from frtwatch.stack.monitoring import Alertmanager, Prometheus
 from frtwatch.stack.process import free_ports
@@ -95,22 +94,20 @@ class Alerting:
 
 @dataclass
 class LiveSends:
-    """Sends a paced simulation's messages to frt.events.v1, noting when each event went out,
-    so a latency can be told from the event's send as well as from its occurred_at (a
-    generator behind its schedule is not the pipeline's delay)."""
+    """Sends a live simulation's messages to frt.events.v1, noting when each event went out,
+    so a latency can be told from the event's send as well as from its occurred_at, and how
+    far behind its schedule each send was (a generator behind is not the pipeline's delay)."""
 
     producer: KafkaProducer
     sent: dict[str, float] = field(default_factory=dict)  # event_id -> when it was sent
-    behind: list[float] = field(default_factory=list)  # seconds from occurred_at to the send, live
+    behind: list[float] = field(default_factory=list)  # seconds from each message's due time to its send
 
-    def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message, due: float) -> None:
         self.producer.send(topics.EVENTS, value=message.value, key=message.key)
+        now = time.time()
+        self.behind.append(now - due)
         if message.event is not None:
-            now = time.time()
             self.sent[message.event["event_id"]] = now
-            behind = now - parse_timestamp(message.event["occurred_at"]).timestamp()
-            if behind < 3600:  # not the history a simulation sends first, months back
-                self.behind.append(behind)
 
 
 def send_on_schedule(sim: Simulation, sends: LiveSends) -> None:
@@ -131,10 +128,10 @@ def send_on_schedule(sim: Simulation, sends: LiveSends) -> None:
     if time.time() > start:
         print(f"building the messages overran their start by {time.time() - start:.1f} s", flush=True)
     for index, message in enumerate(messages):
-        ahead = start + index / sim.rate - time.time()
-        if ahead > 0.002:
-            time.sleep(ahead)
-        sends(message)
+        due = start + index / sim.rate
+        if due - time.time() > 0.002:
+            time.sleep(due - time.time())
+        sends(message, due)
 
 
 def records_since(

@@ -359,7 +359,7 @@ def main() -> None:
             f"| {r['immediate_routing_p99_ms']:,.0f} / {r['immediate_judging_p99_ms']:,.0f} ms |"
         )
         rows.append(
-            f"| {key[5:]}% load: generator behind its schedule (send - occurred_at), p50 / p99 "
+            f"| {key[5:]}% load: generator behind its schedule (send - due time), p50 / p99 "
             f"| {r['generator_behind_p50_ms']:,.0f} / {r['generator_behind_p99_ms']:,.0f} ms |"
         )
         rows.append(
