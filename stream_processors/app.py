@@ -305,7 +305,7 @@ async def publish_decided(violations: list[Violation]) -> None:
 collector = Collector()
 
 
-@app.timer(interval=5.0)
+@app.timer(interval=1.0)
 async def keep_collections_short() -> None:
     """See stream_processors.gc_pauses."""
     collector.tick()

@@ -54,5 +54,18 @@ def test_cyclic_garbage_frozen_meanwhile_is_collected_at_the_hourly_thaw(thawed:
     assert alive() is None, "handed back at the hourly thaw, and collected"
 
 
+def test_young_cyclic_garbage_is_collected_before_a_freeze_not_frozen(thawed: None) -> None:
+    clock = Clock()
+    collector = Collector(clock)
+    collector.tick()
+    cycle = Node()
+    cycle.self = cycle
+    gone = weakref.ref(cycle)
+    del cycle  # garbage, but only the collector can tell
+    clock.now = FREEZE_EVERY_S
+    collector.tick()
+    assert gone() is None
+
+
 class Node:
     self: "Node"
