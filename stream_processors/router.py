@@ -14,6 +14,12 @@ redelivered message by its source position) and sends every lane a progress mark
 partition (bundle.py), which is how a lane knows how far event time may go. A mark so vouches
 only for bundles already written, ahead of it in each lane.
 
+The router reads at most one batch per fetch hold (FETCH_WAIT_MS) while traffic is light:
+every bundle costs the judge a Kafka record, a trip through faust's stream and an output
+flush, whatever its size, and at half the sustained rate a router reading as soon as anything
+had arrived made three times as many bundles, which kept the judge's event loop busy and the
+bundles queued (BENCHMARKS.md). Under a backlog a batch fills before the hold ends.
+
 Only what routing needs is decoded here (operator_id, occurred_at); the judge validates the
 whole event. A message that cannot be routed at all is a dead letter from here.
 """
@@ -40,6 +46,9 @@ from stream_processors.metrics import ProcessorMetrics
 from stream_processors.outputs import Source, dead_letter_value
 
 MARK_INTERVAL = 0.5  # seconds; well under the engine's mark_ttl
+# The broker answers a fetch once this much is there, or the hold is over: more than any
+# light traffic brings in one hold (about 60 KiB at 2,500 events/s).
+BATCH_MIN_BYTES = 256 * 1024
 BATCH_RECORDS = 5_000
 log = logging.getLogger("frtwatch.router")
 
@@ -118,6 +127,7 @@ class Router:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=FETCH_WAIT_MS,  # busy partitions' records must not wait on idle ones'
+            fetch_min_bytes=BATCH_MIN_BYTES,
             **security.aiokafka(),
         )
         self._reached: dict[int, datetime] = {}  # as far as settled sends vouch
