@@ -12,10 +12,7 @@ Every MARK_INTERVAL the router settles: it waits until Kafka has acknowledged ev
 dead letter sent so far, then commits their offsets (at-least-once; the judge knows a
 redelivered message by its source position) and sends every lane a progress mark per source
 partition (bundle.py), which is how a lane knows how far event time may go. A mark so vouches
-only for bundles already written, ahead of it in each lane. The settle runs beside the reading
-(one at a time, in order): when it waited in line, reading stopped twice a second for the
-acknowledgements, 70 ms at the median and up to 270 ms at 50% load, the most of the routing
-hop's tail.
+only for bundles already written, ahead of it in each lane.
 
 The router reads at most one batch per fetch hold (FETCH_WAIT_MS) while traffic is light:
 every bundle costs the judge a Kafka record, a trip through faust's stream and an output
@@ -140,7 +137,6 @@ class Router:
         self._unsettled_offsets: dict[TopicPartition, int] = {}
         self._unsettled_reached: dict[int, datetime] = {}
         self._lock = asyncio.Lock()  # a batch is routed and committed whole before a rebalance
-        self._settling: asyncio.Task[None] | None = None
         self._marks_due = 0.0
         self.marked_at = 0.0  # when Kafka last acknowledged marks for every lane (monotonic)
 
@@ -153,26 +149,12 @@ class Router:
                 async with self._lock:
                     if batches:
                         await self._route(batches)
-                    if time.monotonic() >= self._marks_due and self._settled():
-                        self._settling = asyncio.create_task(self._settle_and_mark(self._take_unsettled()))
+                    if time.monotonic() >= self._marks_due:
+                        await self._settle()
+                        await self._send_marks(self.consumer.assignment())
                         self._marks_due = time.monotonic() + MARK_INTERVAL
         finally:
-            if self._settling is not None:
-                self._settling.cancel()  # unsettled offsets are read again by the next reader
             await self.consumer.stop()
-
-    def _settled(self) -> bool:
-        """True when no settle is in flight; a failed one raises here, stopping the router."""
-        if self._settling is None:
-            return True
-        if not self._settling.done():
-            return False
-        self._settling.result()
-        return True
-
-    async def _settle_and_mark(self, unsettled: "_Unsettled") -> None:
-        await self._settle(unsettled)
-        await self._send_marks(self.consumer.assignment())
 
     async def _route(self, batches: dict[TopicPartition, list[Any]]) -> None:
         records = [
@@ -198,19 +180,15 @@ class Router:
         _latest_of(self._unsettled_reached, routed.reached)
         self._unsettled_offsets.update({tp: rs[-1].offset + 1 for tp, rs in batches.items()})
 
-    def _take_unsettled(self) -> "_Unsettled":
-        """What was sent since the last settle, to settle now; what is routed next waits for the next."""
-        unsettled = _Unsettled(self._unacked, self._unsettled_offsets, self._unsettled_reached)
-        self._unacked, self._unsettled_offsets, self._unsettled_reached = [], {}, {}
-        return unsettled
-
-    async def _settle(self, unsettled: "_Unsettled") -> None:
-        """Wait for these sends to be acknowledged (a failed one raises, and nothing since the
-        last settle is committed); then marks may vouch for them, and their offsets are
+    async def _settle(self) -> None:
+        """Wait for every send so far to be acknowledged (a failed one raises, and nothing since
+        the last settle is committed); then marks may vouch for them, and their offsets are
         committed."""
-        await asyncio.gather(*unsettled.acks)
-        _latest_of(self._reached, unsettled.reached)
-        offsets = unsettled.offsets
+        unacked, self._unacked = self._unacked, []
+        await asyncio.gather(*unacked)
+        _latest_of(self._reached, self._unsettled_reached)
+        self._unsettled_reached = {}
+        offsets, self._unsettled_offsets = self._unsettled_offsets, {}
         if not offsets:
             return
         try:
@@ -225,8 +203,7 @@ class Router:
             caught_up_at = 0.0
             if reading and end is not None:
                 position = await self.consumer.position(tp)
-                # Records routed since the settle are not yet known to be written: not caught up.
-                caught_up_at = time.time() if position >= end and tp not in self._unsettled_offsets else 0.0
+                caught_up_at = time.time() if position >= end else 0.0
                 self.metrics.consumer_lag.labels(str(tp.partition)).set(max(0, end - position))
             reached = self._reached.get(tp.partition)
             marks.append((tp.partition, format_timestamp(reached) if reached else "", caught_up_at))
@@ -244,19 +221,10 @@ class Router:
         """Partitions are leaving this router: finish the batch in hand, and tell every lane
         that nobody vouches for them until their next reader does."""
         async with self._lock:
-            if self._settling is not None:
-                await self._settling
-            await self._settle(self._take_unsettled())
+            await self._settle()
             await self._send_marks(revoked, reading=False)
             for tp in revoked:
                 self._reached.pop(tp.partition, None)
-
-
-@dataclass
-class _Unsettled:
-    acks: list[asyncio.Future[Any]]
-    offsets: dict[TopicPartition, int]
-    reached: dict[int, datetime]
 
 
 def _latest_of(reached: dict[int, datetime], more: dict[int, datetime]) -> None:
