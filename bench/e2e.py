@@ -37,7 +37,6 @@ from kafka.admin import NewTopic
 from audit.sink import TOPICS as SINK_TOPICS
 from bench.harness import (
     Alerting,
-    LiveSends,
     local_kafka,
     records_since,
     send_on_schedule,
@@ -288,8 +287,7 @@ def main() -> None:
             producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, **producer_settings())
             started = time.time()
             lag_from = len(progress.lags)
-            sends = LiveSends(producer)
-            send_on_schedule(load, sends)
+            sends = send_on_schedule(load, producer)
             producer.flush()
             producer.close()
             time.sleep(15)  # the last grace periods close and the sink writes them

@@ -110,7 +110,7 @@ class LiveSends:
             self.sent[message.event["event_id"]] = now
 
 
-def send_on_schedule(sim: Simulation, sends: LiveSends) -> None:
+def send_on_schedule(sim: Simulation, producer: KafkaProducer) -> LiveSends:
     """Send ``sim``'s messages live, each at its slot's time (start + n / rate: the event's
     occurred_at, unless it is late by design).
 
@@ -126,6 +126,7 @@ def send_on_schedule(sim: Simulation, sends: LiveSends) -> None:
     start = time.time() + 1.0 + 1.5 * per_message * sim.events
     sim = replace(sim, start=datetime.fromtimestamp(start, UTC))
     messages = list(plan(sim)[1].messages(sim.events))
+    sends = LiveSends(producer)
     if time.time() > start:
         print(f"building the messages overran their start by {time.time() - start:.1f} s", flush=True)
     for index, message in enumerate(messages):
@@ -134,6 +135,7 @@ def send_on_schedule(sim: Simulation, sends: LiveSends) -> None:
         if ahead > 0.002:
             time.sleep(ahead)
         sends(message, due)
+    return sends
 
 
 def records_since(

@@ -30,7 +30,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from bench.harness import LiveSends, local_kafka, records_since, send_on_schedule, service_env, write_results
+from bench.harness import local_kafka, records_since, send_on_schedule, service_env, write_results
 from contracts import topics
 from contracts.timestamps import parse_timestamp
 from frtwatch import compiled
@@ -297,8 +297,7 @@ def main() -> None:
                     events=int(rate * share * args.latency_seconds),
                 )
                 producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, **producer_settings())
-                sends = LiveSends(producer)
-                send_on_schedule(load, sends)
+                sends = send_on_schedule(load, producer)
                 producer.flush()
                 producer.close()
                 time.sleep(15)  # grace period plus the timer

@@ -6,7 +6,7 @@ the state of 100,000 simulated events one took 160 to 250 ms, during which nothi
 That state is freed by reference counting, not by the collector (it holds no cycles), so every
 second everything alive is moved out of the collector's sight (``gc.freeze``) and full
 collections only ever walk the last second's survivors. Frozen once a minute, they walked a
-minute's: at 50% load they still paused the judging 94 to 168 ms (BENCHMARKS.md). The young
+minute's: at 50% load they still paused the judging 62 to 168 ms (BENCHMARKS.md). The young
 generations are collected just before each freeze (a few ms), so that little cyclic garbage
 is frozen; what is would be kept for good, so once an hour everything is handed back and
 collected in one full collection, at a time of our choosing.
