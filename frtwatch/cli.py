@@ -295,9 +295,13 @@ def rules_eval(
         Path | None, typer.Option(help="Signing keys (JSON, as simulate --keys-file writes).")
     ] = None,
     grace: Annotated[float, typer.Option(help="Seconds of event time to wait for late consents.")] = 10.0,
+    horizon: Annotated[
+        float, typer.Option(help="Hours of event time within which a late fact revises verdicts (0: never).")
+    ] = 24.0,
 ) -> None:
-    """Judge events with the pure engine (no Kafka): violations to stdout as JSON Lines, refused
-    inputs to stderr."""
+    """Judge events of any date with the pure engine (no Kafka): every violation record to
+    stdout as JSON Lines in the order it was made (revisions included: the last record of a
+    violation_id is its state), refused inputs to stderr."""
     from datetime import timedelta
 
     from contracts.records import Violation
@@ -305,9 +309,13 @@ def rules_eval(
     from stream_processors.admission import Gate, load_keys
     from stream_processors.rules.engine import Engine
 
-    engine = Engine(_packs(pack, extensions), grace=timedelta(seconds=grace))
+    engine = Engine(
+        _packs(pack, extensions), grace=timedelta(seconds=grace), horizon=timedelta(hours=horizon)
+    )
     try:
-        gate = Gate(load_keys(keys) if keys else None)
+        # History is judged however old: the live gate's age limit is for live traffic. Times
+        # ahead of now are still refused (a device clock running ahead, or a forgery).
+        gate = Gate(load_keys(keys) if keys else None, max_age=None)
     except (OSError, ValueError, KeyError) as error:
         errors.print(f"[red]cannot use keys file {keys}:[/] {error}")
         raise typer.Exit(2) from None
@@ -339,7 +347,8 @@ def rules_eval(
     stats = engine.stats
     errors.print(
         f"{total} line(s): {total - refused} judged, {refused} refused; {stats.violations} violation(s)"
-        f"; {stats.late_events} late event(s)"
+        f"; {stats.late_events} late event(s); {stats.retractions} retracted, {stats.late_detections} found "
+        f"late, {stats.beyond_horizon} fact(s) past the horizon"
     )
 
 

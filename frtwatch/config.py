@@ -51,6 +51,8 @@ class Settings:
     pack_extensions: Path | None = None  # a deployment's extension lists
     keys_file: Path | None = None  # device and back-office signing keys (JSON)
     grace_seconds: float = 10.0  # event time to wait for late consents and registrations
+    revision_hours: float = 24.0  # event time within which a later fact revises verdicts (0: never)
+    revision_evidence: int = 200_000  # decided events a worker keeps for revisions, at most
     stall_seconds: float = 60.0  # a worker whose recovery or a lane of it is stuck this long starts over
     audit_retention_days: int | None = None  # audit entry bodies expire after this; None: kept
     api_port: int = 8088  # the regulators' API
@@ -82,6 +84,8 @@ class Settings:
             pack_extensions=_path(env.get("FRTWATCH_PACK_EXTENSIONS")),
             keys_file=_path(env.get("FRTWATCH_KEYS_FILE")),
             grace_seconds=float(env.get("FRTWATCH_GRACE_SECONDS", 10)),
+            revision_hours=float(env.get("FRTWATCH_REVISION_HOURS", 24)),
+            revision_evidence=int(env.get("FRTWATCH_REVISION_EVIDENCE", 200_000)),
             stall_seconds=float(env.get("FRTWATCH_STALL_SECONDS", 60)),
             audit_retention_days=int(env["FRTWATCH_AUDIT_RETENTION_DAYS"])
             if env.get("FRTWATCH_AUDIT_RETENTION_DAYS")

@@ -52,14 +52,15 @@ class Gate:
     """``seen`` (event_id -> where it was first accepted) and ``last_seq`` (device -> seq) may
     be any mapping: dicts offline, changelogged tables in the stream processor. ``origin`` names
     the message being judged (e.g. partition:offset) so that a redelivery of the same message
-    after a restart is not mistaken for a replayed event."""
+    after a restart is not mistaken for a replayed event. ``max_future`` and ``max_age`` bound
+    live traffic's event time around now; None lifts a bound (a replay of history)."""
 
     def __init__(
         self,
         keys: dict[str, bytes] | None = None,
         *,
-        max_future: timedelta = MAX_FUTURE,
-        max_age: timedelta = MAX_AGE,
+        max_future: timedelta | None = MAX_FUTURE,
+        max_age: timedelta | None = MAX_AGE,
         dedup_window: int | None = 500_000,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         seen: MutableMapping[str, str] | None = None,
@@ -91,11 +92,11 @@ class Gate:
                 return _refuse("bad_signature", f"signature does not match {source}'s key")
         now = self.clock()
         at = parse_timestamp(event.occurred_at)
-        if at > now + self.max_future:
+        if self.max_future is not None and at > now + self.max_future:
             return _refuse(
                 "future_timestamp", f"occurred_at {event.occurred_at} is ahead of now by {at - now}"
             )
-        if at < now - self.max_age:
+        if self.max_age is not None and at < now - self.max_age:
             return _refuse(
                 "stale_timestamp", f"occurred_at {event.occurred_at} is older than {self.max_age.days} days"
             )

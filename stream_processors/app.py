@@ -151,6 +151,8 @@ judge = Judge(
     published=journal.published,
     published_window=None,
     grace=timedelta(seconds=settings.grace_seconds),
+    horizon=timedelta(hours=settings.revision_hours),
+    evidence_limit=settings.revision_evidence,
     # Input sources are the partitions of frt.events.v1 (a judged event's origin is partition:offset).
     sources=tuple(str(partition) for partition in range(settings.events_partitions)),
     marks_only=True,
@@ -296,7 +298,7 @@ async def publish_decided(violations: list[Violation]) -> None:
     """Publish what was decided outside a bundle (waiting events), journalled in their lanes."""
     by_event: dict[str, list[str]] = {}
     for violation in violations:
-        by_event.setdefault(violation.event_ids[0], []).append(violation.violation_id)
+        by_event.setdefault(violation.event_ids[0], []).append(violation.revision_id)
     publish(violations)
     journal.commit_decided(by_event, int(time.time() * 1000))
     await persist()

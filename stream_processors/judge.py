@@ -18,7 +18,7 @@ from contracts.events import Envelope
 from contracts.records import Violation
 from contracts.timestamps import parse_timestamp
 from stream_processors.admission import Gate, Rejection
-from stream_processors.rules.engine import Engine
+from stream_processors.rules.engine import DEFAULT_EVIDENCE_LIMIT, DEFAULT_HORIZON, Engine
 from stream_processors.rules.pack import Pack
 
 FACT_TYPES = frozenset({"device.registered", "consent.granted", "consent.withdrawn", "registry.snapshot"})
@@ -45,12 +45,15 @@ class Judge:
         pending: MutableMapping[str, str],
         published: MutableMapping[str, str],
         grace: timedelta = timedelta(seconds=10),
+        horizon: timedelta = DEFAULT_HORIZON,
+        evidence_limit: int = DEFAULT_EVIDENCE_LIMIT,
         sources: tuple[str, ...] = (),
         published_window: int | None = 500_000,
         marks_only: bool = False,
     ) -> None:
         self.gate = gate
         self._grace, self._sources, self._packs = grace, sources, packs
+        self._horizon, self._evidence_limit = horizon, evidence_limit
         # Stored facts and waiting events are "lane|raw event", so a rebuild knows their lane.
         self.facts, self.pending, self.published = facts, pending, published
         # Publication order, to bound ``published``; None: its owner bounds it (the journal).
@@ -66,7 +69,13 @@ class Judge:
     def engine(self, lane: int) -> Engine:
         engine = self.engines.get(lane)
         if engine is None:
-            engine = self.engines[lane] = Engine(self._packs, grace=self._grace, sources=self._sources)
+            engine = self.engines[lane] = Engine(
+                self._packs,
+                grace=self._grace,
+                sources=self._sources,
+                horizon=self._horizon,
+                evidence_limit=self._evidence_limit,
+            )
         return engine
 
     def swap_packs(self, packs: list[Pack]) -> list[Violation]:
@@ -80,6 +89,10 @@ class Judge:
         self.engines = {}
         for lane, event in _by_time(self.facts.values()):
             self.engine(lane).learn(event)
+        # Only facts and waiting events are stored, not the verdicts already made: a fact later
+        # than those cannot revise them, and is counted (stats.beyond_evidence).
+        for engine in self.engines.values():
+            engine.evidence_lost()
         found: list[Violation] = []
         for lane, event in _by_time(self.pending.values()):
             found += self.engine(lane).process(event, source=None)
@@ -135,11 +148,13 @@ class Judge:
     def _unpublished(self, violations: list[Violation]) -> list[Violation]:
         fresh = []
         for violation in violations:
-            if violation.violation_id in self.published:
+            # A revision is a record of its own: keyed apart from the violation it revises.
+            record_id = violation.revision_id
+            if record_id in self.published:
                 continue
-            self.published[violation.violation_id] = "1"
+            self.published[record_id] = "1"
             if self._published_order is not None:
-                self._published_order.append(violation.violation_id)
+                self._published_order.append(record_id)
                 if len(self._published_order) > self._published_window:
                     self.published.pop(self._published_order.popleft(), None)
             fresh.append(violation)

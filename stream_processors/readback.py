@@ -13,6 +13,7 @@ import msgspec
 from aiokafka.partitioner import DefaultPartitioner
 
 from contracts import topics
+from contracts.records import Violation
 from frtwatch.kafka_security import KafkaSecurity
 from stream_processors.side_reads import side_consumer
 
@@ -21,12 +22,7 @@ PROGRESS_EVERY = 100_000  # a long read (a journal never stamped: the whole topi
 log = logging.getLogger("frtwatch.readback")
 
 
-class _Published(msgspec.Struct):
-    violation_id: str
-    operator_id: str
-
-
-_decode = msgspec.json.Decoder(_Published).decode
+_decode = msgspec.json.Decoder(Violation).decode
 
 
 def lane_of(operator_id: str, lanes: int) -> int:
@@ -71,7 +67,7 @@ async def published_since(
                         continue  # not the processor's: it cannot be one of the lanes' violations
                     lane = lane_of(violation.operator_id, lanes)
                     if lane in mine:
-                        found.setdefault(lane, []).append(violation.violation_id)
+                        found.setdefault(lane, []).append(violation.revision_id)
     finally:
         await consumer.stop()
     log.info(

@@ -6,11 +6,18 @@ consent, no registration) is decided only when the event-time watermark has pass
 by the grace period, so a consent that arrives late but occurred in time still counts; if the
 stream goes quiet (every source's reader reports it has caught up), ``tick`` lets wall-clock
 time stand in for event time. Cases that need no waiting are decided at once.
+
+A fact can still come later than the grace period (contract.md, "Verdict revisions"). Within
+the revision horizon the engine keeps the decided events a late fact could change (see
+``Evidence``): a late fact has the events of its subject, device or registry judged again,
+and every verdict that changed comes out as a revision, a retraction or a violation found
+late. A fact later than the horizon is counted, and verdicts stand.
 """
 
 import hashlib
 import heapq
 import itertools
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +33,10 @@ from stream_processors.rules.pack import Case, Condition, Pack, Rule
 from stream_processors.rules.predicates import PREDICATES, Context
 
 DEFAULT_GRACE = timedelta(seconds=10)
+DEFAULT_HORIZON = timedelta(hours=24)
+# Decided events kept for revision, at most: the horizon's memory does not grow with every
+# event judged (see Evidence). About 0.5 KiB each.
+DEFAULT_EVIDENCE_LIMIT = 200_000
 
 
 def violation_id(policy_pack: str, rule_id: str, event_id: str) -> str:
@@ -80,8 +91,84 @@ def _groups(entries: Iterable[_Entry]) -> tuple[_Group, ...]:
 class Stats:
     events: int = 0
     violations: int = 0
-    late_events: int = 0  # arrived after their grace period had passed: counted, verdicts stand
+    late_events: int = 0  # arrived after their grace period had passed
     pending: int = 0
+    retractions: int = 0  # violations a late fact disproved
+    late_detections: int = 0  # violations a late fact proved
+    beyond_horizon: int = 0  # facts later than the revision horizon: verdicts stand
+    beyond_evidence: int = 0  # late facts older than the evidence kept: a revision may be missed
+
+
+Key = tuple[str, ...]
+
+
+class _Decided:
+    """A decided event a late fact could still change, with its violations now open."""
+
+    __slots__ = ("at", "event", "keys", "open")
+
+    def __init__(self, event: Envelope, at: datetime, keys: tuple[Key, ...], open: tuple[Violation, ...]):
+        self.event, self.at, self.keys, self.open = event, at, keys, open
+
+
+def _keys(event: Envelope) -> tuple[Key, ...]:
+    """What a late fact names to find the decided events it concerns: the subject (consents),
+    the device (registrations), the operator's registry (snapshots)."""
+    keys: list[Key] = []
+    subject = getattr(event, "subject_ref", None)
+    if subject is not None:
+        keys.append(("subject", event.operator_id, subject))
+    if event.device_id is not None:
+        keys.append(("device", event.device_id))
+    if isinstance(event, RegistrySnapshot):
+        keys.append(("registry", event.operator_id))
+    return tuple(keys)
+
+
+class Evidence:
+    """Decided events within the revision horizon, oldest first, and by key.
+
+    Bounded twice: by the horizon in event time, and by ``limit`` events, so memory stays flat
+    however long the horizon and however fast the stream (at 5,000 events/s a day would be 432
+    million events). Events pushed out by the limit before the horizon lower nothing but the
+    reach of revisions: ``floor`` is the event time below which the evidence may be incomplete.
+    The audit log keeps every accepted event, for judging again offline."""
+
+    def __init__(self, horizon: timedelta, limit: int) -> None:
+        self.horizon, self.limit = horizon, limit
+        self._all: deque[_Decided] = deque()
+        self._by_key: dict[Key, deque[_Decided]] = {}
+        self.floor: datetime | None = None
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def keep(self, decided: _Decided, watermark: datetime | None) -> None:
+        self._all.append(decided)
+        for key in decided.keys:
+            kept = self._by_key.get(key)
+            if kept is None:
+                kept = self._by_key[key] = deque()
+            kept.append(decided)
+        oldest = None if watermark is None else watermark - self.horizon
+        kept = self._all
+        while kept and (len(kept) > self.limit or (oldest is not None and kept[0].at < oldest)):
+            self._drop(oldest)
+
+    def _drop(self, oldest: datetime | None) -> None:
+        # Both the whole and each key's deque are in keeping order: the oldest is leftmost in all.
+        decided = self._all.popleft()
+        if oldest is None or decided.at >= oldest:  # pushed out by the limit, not by the horizon
+            self.floor = decided.at if self.floor is None else max(self.floor, decided.at)
+        for key in decided.keys:
+            kept = self._by_key[key]
+            kept.popleft()
+            if not kept:
+                del self._by_key[key]
+
+    def since(self, key: Key, at: datetime) -> list[_Decided]:
+        """The kept events of ``key`` at or after event time ``at``."""
+        return [d for d in self._by_key.get(key, ()) if d.at >= at]
 
 
 class Engine:
@@ -93,8 +180,12 @@ class Engine:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sources: Iterable[str] = (),
         mark_ttl: timedelta = timedelta(seconds=3),
+        horizon: timedelta = DEFAULT_HORIZON,
+        evidence_limit: int = DEFAULT_EVIDENCE_LIMIT,
     ) -> None:
         self.grace = grace
+        # Zero: no revisions, and nothing is kept for them.
+        self.evidence = Evidence(horizon, evidence_limit) if horizon > timedelta(0) else None
         self.mark_ttl = mark_ttl
         self.clock = clock
         self.facts = Facts()
@@ -124,7 +215,8 @@ class Engine:
             t: _groups(e for e in es if e.about_registration) for t, es in self._by_type.items()
         }
         self._any_waits = {t: any(e.waits for e in entries) for t, entries in self._by_type.items()}
-        self._pending: list[tuple[datetime, int, Envelope, datetime, bool]] = []
+        # (due, order, event, at, device known on arrival, its immediate violations)
+        self._pending: list[tuple[datetime, int, Envelope, datetime, bool, list[Violation]]] = []
         self._order = itertools.count()
         self._watermark: datetime | None = None  # event time: never moves backwards
         # The latest event time each input source reached; None: expected, not heard from yet.
@@ -149,15 +241,21 @@ class Engine:
         if self._watermark is not None and at < self._watermark - self.grace:
             self.stats.late_events += 1
         previous = self._learn(event, at)
-        found: list[Violation] = []
+        found = self._revise(event, at) if event.event_type in FACTS else []
         entries = self._by_type.get(event.event_type, ())
         device = self._device_for(event, at)
         device_known = device is not None or event.device_id is None
+        immediate = []
         if device_known:
-            found += self._judge(event, at, device, previous, self._immediate.get(event.event_type, ()))
+            immediate = self._judge(event, at, device, previous, self._immediate.get(event.event_type, ()))
+            found += immediate
         self.last_queued = self._any_waits.get(event.event_type, False) or bool(entries and not device_known)
         if self.last_queued:
-            heapq.heappush(self._pending, (at + self.grace, next(self._order), event, at, device_known))
+            heapq.heappush(
+                self._pending, (at + self.grace, next(self._order), event, at, device_known, immediate)
+            )
+        elif entries:
+            self._keep(event, at, immediate)
         if source is not None:
             moved = self._reach(source, at)
             if self._caught_up.pop(source, None) is not None or moved:
@@ -228,6 +326,13 @@ class Engine:
             self._latest = latest
         self._learn(event, at)
 
+    def evidence_lost(self) -> None:
+        """The decided events before now are not kept (a rebuilt engine): a late fact older
+        than the latest event time seen is counted as beyond the evidence."""
+        if self.evidence is not None and self._latest is not None:
+            floor = self.evidence.floor
+            self.evidence.floor = self._latest if floor is None else max(floor, self._latest)
+
     def tick(self) -> list[Violation]:
         """While every source is caught up, let wall-clock time advance event time."""
         found = self._advance()
@@ -279,16 +384,87 @@ class Engine:
     def _flush(self, until: datetime) -> list[Violation]:
         found: list[Violation] = []
         while self._pending and self._pending[0][0] <= until:
-            _, _, event, at, device_known = heapq.heappop(self._pending)
+            _, _, event, at, device_known, immediate = heapq.heappop(self._pending)
             self.decided.append(event.event_id)
             device = self._device_for(event, at)
             if event.device_id is not None and device is None:
                 asked = self._unregistered
             else:
                 asked = self._waiting if device_known else self._all
-            found += self._judge(event, at, device, None, asked.get(event.event_type, ()))
+            decided = self._judge(event, at, device, None, asked.get(event.event_type, ()))
+            found += decided
+            self._keep(event, at, immediate + decided)
         self.stats.pending = len(self._pending)
         return found
+
+    # -- revisions -----------------------------------------------------------------------------
+
+    def _keep(self, event: Envelope, at: datetime, violations: list[Violation]) -> None:
+        if self.evidence is not None:
+            self.evidence.keep(_Decided(event, at, _keys(event), tuple(violations)), self._watermark)
+
+    def _revise(self, fact: Envelope, at: datetime) -> list[Violation]:
+        """Judge again the decided events a late ``fact`` concerns; return what changed."""
+        evidence = self.evidence
+        if evidence is None:
+            return []
+        if self._watermark is not None and at < self._watermark - evidence.horizon:
+            self.stats.beyond_horizon += 1
+            return []
+        if evidence.floor is not None and at < evidence.floor:
+            self.stats.beyond_evidence += 1
+        found: list[Violation] = []
+        for decided in evidence.since(_fact_key(fact), at):
+            found += self._judge_again(decided, fact)
+        return found
+
+    def _judge_again(self, decided: _Decided, fact: Envelope) -> list[Violation]:
+        event, at = decided.event, decided.at
+        device = self._device_for(event, at)
+        previous = None
+        if device is None and event.device_id is not None:
+            asked = self._unregistered
+        else:
+            asked = self._all
+            if isinstance(event, DeviceRegistered):
+                previous = self.facts.before(event.device_id, event.event_id)
+        now = self._judge(event, at, device, previous, asked.get(event.event_type, ()))
+        self.stats.violations -= len(now)  # counted below, as revisions, if they are new
+        was = {v.violation_id: v for v in decided.open}
+        is_now = {v.violation_id for v in now}
+        if is_now == was.keys():
+            return []
+        revised_at = format_timestamp(self.clock())
+        cause = _describe(fact)
+        changed: list[Violation] = []
+        for violation in decided.open:
+            if violation.violation_id not in is_now:
+                self.stats.retractions += 1
+                changed.append(
+                    msgspec.structs.replace(
+                        violation,
+                        status="retracted",
+                        revised_at=revised_at,
+                        revised_by=[fact.event_id],
+                        explanation=f"No longer stands: {cause}, delivered after the verdict, changes "
+                        f"the facts it rested on. The verdict was: {violation.explanation}",
+                    )
+                )
+        for violation in now:
+            if violation.violation_id not in was:
+                self.stats.late_detections += 1
+                self.stats.violations += 1
+                late = msgspec.structs.replace(
+                    violation,
+                    revised_at=revised_at,
+                    revised_by=[fact.event_id],
+                    explanation=f"{violation.explanation} Found late: {cause} was delivered after the "
+                    "first verdict.",
+                )
+                was[late.violation_id] = late
+                changed.append(late)
+        decided.open = tuple(was.get(v.violation_id) or v for v in now)
+        return changed
 
     def _judge(
         self,
@@ -338,6 +514,29 @@ class Engine:
             explanation=entry.case.explanation.format_map(fields),
             ruleset_hash=entry.pack.ruleset_hash,
         )
+
+
+FACTS = frozenset({"device.registered", "consent.granted", "consent.withdrawn", "registry.snapshot"})
+
+
+def _fact_key(fact: Envelope) -> Key:
+    """The decided events a late fact can change: its subject's, its device's, its registry's."""
+    if isinstance(fact, ConsentGranted | ConsentWithdrawn):
+        return ("subject", fact.operator_id, fact.subject_ref)
+    if isinstance(fact, DeviceRegistered):
+        return ("device", fact.device_id)
+    return ("registry", fact.operator_id)
+
+
+def _describe(fact: Envelope) -> str:
+    """The late fact, in words, for the revision's explanation."""
+    if isinstance(fact, ConsentGranted):
+        return f"consent {fact.consent_id} granted at {fact.occurred_at}"
+    if isinstance(fact, ConsentWithdrawn):
+        return f"the withdrawal of consent {fact.consent_id} at {fact.occurred_at}"
+    if isinstance(fact, DeviceRegistered):
+        return f"the registration of device {fact.device_id} at {fact.occurred_at}"
+    return f"the registry snapshot of {fact.occurred_at}"
 
 
 def _order(entry: _Entry) -> int:

@@ -58,23 +58,46 @@ def build_events(document: dict[str, Any], example: dict[str, Any]) -> list[Enve
 
 
 def run_example(document: dict[str, Any], example: dict[str, Any], pack: Pack) -> list[str]:
-    """What differs between the example's expectation for ``pack`` and what the engine found."""
+    """What differs between the example's expectation for ``pack`` and what the engine found.
+
+    ``expect`` is the final state: the violations still open once every record is in (a late
+    fact may have retracted some, or found some late). ``retracted`` and ``found_late`` name
+    the revisions that must have happened on the way; both default to none, so every other
+    example also shows that its facts, late or not, revised nothing."""
     events = build_events(document, example)
     index = {event.event_id: n for n, event in enumerate(events)}
-    engine = Engine([pack], grace=timedelta(seconds=float(document.get("grace_seconds", 10))))
-    found: Counter[tuple[str, int]] = Counter(
-        (v.rule_id, index[v.event_ids[0]]) for v in run_events(engine, iter(events))
+    horizon = float(example.get("horizon_seconds", document.get("horizon_seconds", 86_400)))
+    engine = Engine(
+        [pack],
+        grace=timedelta(seconds=float(document.get("grace_seconds", 10))),
+        horizon=timedelta(seconds=horizon),
     )
-    expected_rules = {
-        **(example.get("expect") or {}),
-        **(example.get("expect_by_pack") or {}).get(pack.name, {}),
-    }
-    expected: Counter[tuple[str, int]] = Counter(
-        (rule, n) for rule, positions in expected_rules.items() for n in positions or []
-    )
-    problems = [f"expected {rule} on event {n}, not found" for rule, n in sorted(expected - found)]
-    problems += [f"unexpected {rule} on event {n}" for rule, n in sorted(found - expected)]
+    current: dict[str, tuple[str, int]] = {}
+    retracted: Counter[tuple[str, int]] = Counter()
+    late: Counter[tuple[str, int]] = Counter()
+    for record in run_events(engine, iter(events)):
+        found = (record.rule_id, index[record.event_ids[0]])
+        if record.status == "retracted":
+            retracted[found] += 1
+            current.pop(record.violation_id, None)
+            continue
+        if record.revised_by is not None:
+            late[found] += 1
+        current[record.violation_id] = found
+    problems = _compare("", Counter(current.values()), _expected(example, pack, "expect"))
+    problems += _compare("retracted ", retracted, _expected(example, pack, "retracted"))
+    problems += _compare("found late ", late, _expected(example, pack, "found_late"))
     return problems
+
+
+def _expected(example: dict[str, Any], pack: Pack, name: str) -> Counter[tuple[str, int]]:
+    rules = {**(example.get(name) or {}), **(example.get(f"{name}_by_pack") or {}).get(pack.name, {})}
+    return Counter((rule, n) for rule, positions in rules.items() for n in positions or [])
+
+
+def _compare(what: str, found: Counter[tuple[str, int]], expected: Counter[tuple[str, int]]) -> list[str]:
+    problems = [f"expected {what}{rule} on event {n}, not found" for rule, n in sorted(expected - found)]
+    return problems + [f"unexpected {what}{rule} on event {n}" for rule, n in sorted(found - expected)]
 
 
 def run_all(packs: list[Pack], path: Path = EXAMPLES_FILE) -> list[Outcome]:

@@ -74,6 +74,14 @@ class Facts:
         history.insert(index, Registration(at, event_id, facts))
         return history[index - 1] if index else None
 
+    def before(self, device_id: str, event_id: str) -> Registration | None:
+        """The registration in force before the one made by ``event_id``."""
+        history = self.registrations.get(device_id, [])
+        for index, known in enumerate(history):
+            if known.event_id == event_id:
+                return history[index - 1] if index else None
+        return None
+
     def device(self, device_id: str, at: datetime) -> Registration | None:
         """The device's registration in force at ``at``."""
         history = self.registrations.get(device_id)

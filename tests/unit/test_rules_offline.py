@@ -36,9 +36,13 @@ def test_every_rule_has_positive_and_negative_examples() -> None:
     assert len(negatives) >= len(RULES)
 
 
-def test_without_the_grace_period_a_late_consent_would_be_missed() -> None:
+def test_without_the_grace_period_a_late_consent_is_revised_and_without_revisions_it_is_missed() -> None:
     late = next(e for e in DOCUMENT["examples"] if e["name"].startswith("consent that arrives late"))
-    assert run_example({**DOCUMENT, "grace_seconds": 0}, late, PACKS["cn-cac-2025"]) == [
+    no_grace = {**DOCUMENT, "grace_seconds": 0}
+    assert run_example(no_grace, late, PACKS["cn-cac-2025"]) == [
+        "unexpected retracted FRT-CONSENT-MISSING on event 1"
+    ]
+    assert run_example({**no_grace, "horizon_seconds": 0}, late, PACKS["cn-cac-2025"]) == [
         "unexpected FRT-CONSENT-MISSING on event 1"
     ]
 
@@ -87,6 +91,31 @@ def test_rules_eval_agrees_exactly_with_the_simulator_ground_truth(tmp_path: Pat
     assert refused["bad_signature"] == kinds["bad_signature"]
     assert refused["future_timestamp"] == kinds["future_timestamp"]
     assert sum(refused.values()) == sum(kinds.values())
+
+
+def test_rules_eval_judges_a_year_old_history(tmp_path: Path) -> None:
+    """A regulator replaying last year's log gets every event judged, not refused as stale."""
+    events, truth = tmp_path / "events.jsonl", tmp_path / "truth.jsonl"
+    simulate = [sys.executable, "-m", "frtwatch", "simulate", "--events", "3000", "--seed", "5"]
+    simulate += ["--start-time", "2025-06-02T08:00:00.000Z", "--output", str(events)]
+    simulate += ["--ground-truth", str(truth)]
+    assert subprocess.run(simulate, capture_output=True, timeout=300).returncode == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "frtwatch", "rules", "eval", str(events)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "3000 line(s): 3000 judged, 0 refused" in result.stderr
+    expected = [json.loads(line) for line in truth.read_text().splitlines()]
+    want = {(e["policy_pack"], e["rule_id"], e["event_id"]) for e in expected if e["expect"] == "violation"}
+    current = {}
+    for line in result.stdout.splitlines():
+        record = json.loads(line)
+        current[record["violation_id"]] = record
+    got = {(v["policy_pack"], v["rule_id"], v["event_ids"][0]) for v in current.values() if "status" not in v}
+    assert want and got == want
 
 
 def test_an_invalid_pack_is_refused_naming_the_file_and_the_rule(tmp_path: Path) -> None:
@@ -191,7 +220,8 @@ def test_event_time_waits_for_the_slowest_source() -> None:
         verdicts = engine.process(registration, fast) + engine.process(registration, slow)
         verdicts += engine.process(recognition, fast) + engine.process(later, fast)
         verdicts += engine.process(consent, slow) + engine.flush_all()
-        return [v.rule_id for v in verdicts]
+        return [f"{v.rule_id} {v.status}" for v in verdicts]
 
     assert found(("devices", "back-office")) == []
-    assert found(("one", "one")) == ["FRT-CONSENT-MISSING"]
+    # With one source the consent comes after its grace period: the verdict is made, then revised.
+    assert found(("one", "one")) == ["FRT-CONSENT-MISSING open", "FRT-CONSENT-MISSING retracted"]

@@ -1,0 +1,106 @@
+"""Verdict revisions in the pure engine and the processor's judge: what a late fact changes,
+what it leaves alone, and the memory the horizon may hold."""
+
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+
+from contracts import canonical_json
+from contracts.events import Envelope
+from stream_processors.admission import Gate
+from stream_processors.judge import Judge
+from stream_processors.rules.engine import Engine
+from stream_processors.rules.examples import build_events, load_examples
+from stream_processors.rules.pack import load_packs
+
+DOCUMENT = load_examples()
+PACK = load_packs(["cn-cac-2025"])
+
+
+def events(*specs: dict[str, Any]) -> list[Envelope]:
+    return build_events(DOCUMENT, {"name": f"revisions {specs!r}", "events": list(specs)})
+
+
+def recognitions(count: int, first_at: float = 0.0) -> list[dict[str, Any]]:
+    """Recognitions of different subjects without consent, one a second."""
+    return [
+        {"type": "recognition.performed", "at": first_at + n, "subject_ref": f"s{n}", "consent_id": None}
+        for n in range(count)
+    ]
+
+
+def test_the_evidence_kept_is_bounded_by_count_and_a_fact_beyond_it_is_counted() -> None:
+    engine = Engine(PACK, grace=timedelta(seconds=10), evidence_limit=50)
+    stream = events({"type": "device.registered", "at": -100}, *recognitions(500))
+    for event in stream:
+        engine.process(event)
+    assert engine.evidence is not None and len(engine.evidence) == 50
+    (late,) = events({"type": "consent.granted", "at": 3, "subject_ref": "s3"})
+    assert engine.process(late) == []  # its recognition's evidence was pushed out by the limit
+    assert engine.stats.beyond_evidence == 1 and engine.stats.beyond_horizon == 0
+
+
+def test_the_evidence_kept_is_bounded_by_the_horizon_and_a_fact_beyond_it_is_counted() -> None:
+    engine = Engine(PACK, grace=timedelta(seconds=10), horizon=timedelta(seconds=60))
+    stream = events({"type": "device.registered", "at": -100}, *recognitions(500))
+    for event in stream:
+        engine.process(event)
+    assert engine.evidence is not None and 40 <= len(engine.evidence) <= 61
+    (late,) = events({"type": "consent.granted", "at": 3, "subject_ref": "s3"})
+    assert engine.process(late) == []
+    assert engine.stats.beyond_horizon == 1 and engine.stats.beyond_evidence == 0
+    (in_time,) = events({"type": "consent.granted", "at": 470, "subject_ref": "s470", "consent_id": "c2"})
+    (retraction,) = engine.process(in_time)
+    assert retraction.status == "retracted" and retraction.revised_by == [in_time.event_id]
+    assert retraction.event_ids[0] == stream[471].event_id
+
+
+def test_without_a_horizon_nothing_is_kept() -> None:
+    engine = Engine(PACK, horizon=timedelta(0))
+    for event in events({"type": "device.registered", "at": -100}, *recognitions(100)):
+        engine.process(event)
+    assert engine.evidence is None
+
+
+def test_a_retraction_keeps_the_original_fields_and_says_why() -> None:
+    engine = Engine(PACK, grace=timedelta(seconds=10))
+    registration, recognition, snapshot, consent = events(
+        {"type": "device.registered", "at": -100},
+        {"type": "recognition.performed", "at": 5},
+        {"type": "registry.snapshot", "at": 30},
+        {"type": "consent.granted", "at": 4},
+    )
+    found = [v for e in (registration, recognition, snapshot) for v in engine.process(e)]
+    (original,) = found
+    (retraction,) = engine.process(consent)
+    assert retraction.violation_id == original.violation_id
+    assert retraction.detected_at == original.detected_at and retraction.event_ids == original.event_ids
+    assert retraction.status == "retracted" and retraction.revised_at is not None
+    assert retraction.explanation.startswith(
+        "No longer stands: consent c1 granted at 2026-03-02T09:00:04.000Z"
+    )
+    assert retraction.revision_id != original.revision_id == original.violation_id
+    assert engine.stats.retractions == 1
+
+
+def test_the_judge_publishes_each_revision_once() -> None:
+    stores: dict[str, dict[str, Any]] = {
+        name: {} for name in ("seen", "seq", "facts", "pending", "published")
+    }
+    gate = Gate(seen=stores["seen"], last_seq=stores["seq"], max_age=None)
+    judge = Judge(PACK, gate, facts=stores["facts"], pending=stores["pending"], published=stores["published"])
+    stream = events(
+        {"type": "device.registered", "at": -100},
+        {"type": "recognition.performed", "at": 5},
+        {"type": "registry.snapshot", "at": 30},
+        {"type": "consent.granted", "at": 4},
+    )
+    records = []
+    for n, event in enumerate(stream):
+        records += judge.judge(canonical_json(msgspec.to_builtins(event)), f"0:{n}").violations
+    assert [(r.rule_id, r.status) for r in records] == [
+        ("FRT-CONSENT-MISSING", "open"),
+        ("FRT-CONSENT-MISSING", "retracted"),
+    ]
+    assert set(stores["published"]) == {r.revision_id for r in records}
