@@ -3,12 +3,19 @@
 This is a reference reading of ../shared/docs/rules.md (see docs/rules-semantics.md), written
 plainly and independently of the stream processor's rule engine: it sees every accepted event,
 replays them in event-time order, and answers each rule from the full history. The processor
-is correct when it finds exactly these (policy pack, rule id, triggering event id) triples.
+is correct when the final state of its verdicts (the last record of each violation) is exactly
+these open (policy pack, rule id, triggering event id) triples, whenever the facts arrived.
+
+It also lists, as information, the revisions late facts call for (contract.md, "Verdict
+revisions"): a consent granted or withdrawn that arrives after traffic more than GRACE later in
+event time than an event it decides, sent before it, changes that event's verdict from what
+was known when its grace period ended. Whether the processor then publishes a retraction or a
+late detection, or had simply not decided yet, depends on timing; the final state does not.
 """
 
 import heapq
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -45,27 +52,47 @@ DEVICE_FACTS = (
     "storage",
 )
 # Events are replayed in event-time order; the simulator never sends one later than this
-# after events that occurred after it.
+# after events that occurred after it (its latest, a fact past the grace, about 17 s).
 REORDER_WINDOW = timedelta(seconds=120)
+# The processor's default grace period (rules.md): a late fact past it revises a verdict.
+GRACE = timedelta(seconds=10)
 # Ties in event time: facts (registrations, consents) before what they judge.
 _FIRST = {"device.registered": 0, "consent.granted": 0, "consent.withdrawn": 0}
 
 
 @dataclass
 class _Consent:
+    granted_by: str  # the event_id of the grant
     granted_at: datetime
     purposes: set[str]
     kind: str
     minor: bool
     expires_at: datetime | None
-    withdrawn_at: datetime | None = None
+    withdrawals: list[tuple[datetime, str]] = field(default_factory=list)  # (when, event_id)
 
-    def valid_at(self, moment: datetime) -> bool:
+    def known(self, hidden: frozenset[str], moment: datetime) -> bool:
+        return self.granted_at <= moment and self.granted_by not in hidden
+
+    def valid_at(self, moment: datetime, hidden: frozenset[str] = frozenset()) -> bool:
         return (
-            self.granted_at <= moment
+            self.known(hidden, moment)
             and (self.expires_at is None or moment < self.expires_at)
-            and (self.withdrawn_at is None or moment < self.withdrawn_at)
+            and not any(at <= moment and by not in hidden for at, by in self.withdrawals)
         )
+
+
+@dataclass(frozen=True)
+class _LateFact:
+    event_id: str
+    moment: datetime
+    arrival: int
+    sent_after: datetime  # the latest occurred_at sent before it
+    story: str | None
+
+
+Revision = tuple[str, str, str, str, str, tuple[str, ...], str | None]
+"""(revision, policy pack, rule id, triggering event id, revised event's type, late event ids,
+story): revision is "retraction" or "late_detection"."""
 
 
 def working_days_after(start: datetime, days: int) -> datetime:
@@ -83,15 +110,33 @@ class GroundTruth:
         self._queue: list[tuple[datetime, int, int, dict[str, Any]]] = []
         self._arrivals = 0
         self._newest: datetime | None = None
+        self._judged_until: datetime | None = None
         self._devices: dict[str, dict[str, Any]] = {}
         self._consents: dict[tuple[str, str], list[_Consent]] = defaultdict(list)
         self._consent_by_id: dict[tuple[str, str], _Consent] = {}
         self._first_over: dict[tuple[str, str], datetime] = {}
+        # Consent facts that arrived past the grace, by (operator, subject), while events they
+        # may decide are still to be judged.
+        self._late: dict[tuple[str, str], list[_LateFact]] = defaultdict(list)
+        self._hidden: frozenset[str] = frozenset()  # facts judged as not known (see _revise)
         self.violations: set[tuple[str, str, str]] = set()
+        self._fired = self.violations  # where _fire adds
+        self.revisions: set[Revision] = set()
 
-    def feed(self, event: dict[str, Any]) -> None:
-        """One accepted event, in send order."""
+    def feed(self, event: dict[str, Any], story: str | None = None) -> None:
+        """One accepted event, in send order; ``story`` names the plan's story of a late fact."""
         moment = parse_timestamp(event["occurred_at"])
+        if self._judged_until is not None and moment < self._judged_until:
+            raise ValueError(
+                f"event {event['event_id']} arrived more than {REORDER_WINDOW} after later events"
+            )
+        if (
+            event["type"] in ("consent.granted", "consent.withdrawn")
+            and self._newest is not None
+            and self._newest - moment > GRACE
+        ):
+            late = _LateFact(event["event_id"], moment, self._arrivals, self._newest, story)
+            self._late[(event["operator_id"], event["subject_ref"])].append(late)
         heapq.heappush(self._queue, (moment, _FIRST.get(event["type"], 1), self._arrivals, event))
         self._arrivals += 1
         self._newest = moment if self._newest is None else max(self._newest, moment)
@@ -104,13 +149,18 @@ class GroundTruth:
             self._judge(*self._pop())
         return sorted(self.violations)
 
-    def _pop(self) -> tuple[datetime, dict[str, Any]]:
-        moment, _, _, event = heapq.heappop(self._queue)
-        return moment, event
+    def revisions_expected(self) -> list[Revision]:
+        """The revisions late facts call for (after ``finish``), sorted."""
+        return sorted(self.revisions, key=lambda r: (r[0], r[1], r[2], r[3], r[5], r[6] or ""))
+
+    def _pop(self) -> tuple[datetime, dict[str, Any], int]:
+        moment, _, arrival, event = heapq.heappop(self._queue)
+        self._judged_until = moment
+        return moment, event, arrival
 
     def _fire(self, rule_id: str, event: dict[str, Any], packs: tuple[str, ...] = PACKS) -> None:
         for pack in packs:
-            self.violations.add((pack, rule_id, event["event_id"]))
+            self._fired.add((pack, rule_id, event["event_id"]))
 
     # -- facts ---------------------------------------------------------------------------------
 
@@ -118,22 +168,63 @@ class GroundTruth:
         subject = event.get("subject_ref")
         if subject is None:
             return []
-        return [c for c in self._consents[(event["operator_id"], subject)] if c.valid_at(moment)]
+        return [
+            c for c in self._consents[(event["operator_id"], subject)] if c.valid_at(moment, self._hidden)
+        ]
 
     def _is_minor(self, event: dict[str, Any], moment: datetime) -> bool:
         if event.get("subject_minor") is True:
             return True
         subject = event.get("subject_ref")
         return subject is not None and any(
-            c.minor and c.granted_at <= moment for c in self._consents[(event["operator_id"], subject)]
+            c.minor and c.known(self._hidden, moment) for c in self._consents[(event["operator_id"], subject)]
         )
+
+    # -- late facts ----------------------------------------------------------------------------
+
+    def _late_for(self, moment: datetime, event: dict[str, Any], arrival: int) -> list[_LateFact]:
+        """The late consent facts that decide ``event`` but came after its grace period: sent
+        after it, after traffic more than GRACE later than it, and occurred at or before it."""
+        key = (event["operator_id"], event["subject_ref"])
+        facts = self._late.get(key)
+        if facts is None:
+            return []
+        facts[:] = [f for f in facts if f.sent_after - GRACE > moment]  # later events: never again
+        if not facts:
+            del self._late[key]
+        return [f for f in facts if f.arrival > arrival and f.moment <= moment]
+
+    def _revise(
+        self, moment: datetime, event: dict[str, Any], device: dict[str, Any] | None, late: list[_LateFact]
+    ) -> None:
+        """Judge ``event`` with and without the late facts; the differences are revisions."""
+        self._fired, self._hidden = set(), frozenset(f.event_id for f in late)
+        try:
+            self._judge_event(moment, event, device)
+            known_at_grace = self._fired
+            self._fired, self._hidden = set(), frozenset()
+            self._judge_event(moment, event, device)
+            final = self._fired
+        finally:
+            self._fired, self._hidden = self.violations, frozenset()
+        self.violations |= final
+        ids = tuple(sorted(f.event_id for f in late))
+        stories = sorted({f.story for f in late if f.story is not None})
+        story = ",".join(stories) or None
+        for revision, changed in (
+            ("retraction", known_at_grace - final),
+            ("late_detection", final - known_at_grace),
+        ):
+            for pack, rule_id, event_id in changed:
+                self.revisions.add((revision, pack, rule_id, event_id, event["type"], ids, story))
 
     # -- judging, in event-time order ----------------------------------------------------------
 
-    def _judge(self, moment: datetime, event: dict[str, Any]) -> None:
+    def _judge(self, moment: datetime, event: dict[str, Any], arrival: int) -> None:
         kind = event["type"]
         if kind == "consent.granted":
             consent = _Consent(
+                event["event_id"],
                 moment,
                 set(event["purposes"]),
                 event["kind"],
@@ -145,8 +236,8 @@ class GroundTruth:
             return
         if kind == "consent.withdrawn":
             withdrawn = self._consent_by_id.get((event["operator_id"], event["consent_id"]))
-            if withdrawn is not None and (withdrawn.withdrawn_at is None or moment < withdrawn.withdrawn_at):
-                withdrawn.withdrawn_at = moment
+            if withdrawn is not None:
+                withdrawn.withdrawals.append((moment, event["event_id"]))
             return
         if kind == "registry.snapshot":
             self._judge_snapshot(moment, event)
@@ -158,6 +249,15 @@ class GroundTruth:
         if event["device_id"] and device is None:
             self._fire("FRT-UNREGISTERED-DEVICE", event)
             return
+        late = self._late_for(moment, event, arrival) if event.get("subject_ref") else []
+        if late:
+            self._revise(moment, event, device, late)
+        else:
+            self._judge_event(moment, event, device)
+
+    def _judge_event(self, moment: datetime, event: dict[str, Any], device: dict[str, Any] | None) -> None:
+        """The verdicts on an event that is judged (not a fact), from the facts known."""
+        kind = event["type"]
         if kind == "recognition.performed":
             self._judge_recognition(moment, event, device)
         elif kind == "attributes.inferred":

@@ -1,9 +1,18 @@
 """The simulator's traffic plan: a deterministic stream of messages for a fleet.
 
-Message n is due at ``start + n / rate``; that is also its event time, except for events that
-are meant to arrive late (a consent sent three seconds after the recognition it covers) and
-the history sent at the start (device registrations, standing consents, past registry
-snapshots). A seed and a start time give the same bytes every time.
+Message n is sent in slot n, due at ``start + n / rate``; that is also its event time, except
+for the history sent at the start (device registrations, standing consents, past registry
+snapshots) and for late facts, which occurred before the traffic they are sent after.
+
+Lateness is in event time, never in wall-clock seconds: a late fact is placed a number of
+slots after the event it concerns, so it reaches Kafka after traffic whose occurred_at is that
+much later, however fast or slow the sender goes. A consent sent IN_GRACE_S after the
+recognition it covers is part of the first verdict (inside the processor's grace period); the
+revision stories send theirs more than five seconds past the grace (PAST_GRACE_S), so the
+processor has decided without them and must revise (contract.md, "Verdict revisions"): a
+consent that covers a recognition but comes that late (its CONSENT-MISSING is retracted, or
+never published), and a withdrawal that occurred before a recognition relying on the consent
+(found late). A seed and a start time give the same bytes every time.
 """
 
 import heapq
@@ -13,7 +22,7 @@ import random
 import uuid
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +31,7 @@ from contracts.timestamps import format_timestamp
 from producers import hostile
 from producers.builder import EventBuilder
 from producers.fleet import CONSENTED_PURPOSES, Device, Operator, Subject
+from producers.ground_truth import GRACE
 
 SCENARIOS = (
     "recognition",
@@ -32,6 +42,7 @@ SCENARIOS = (
     "unregistered",
     "reregistration",
     "registry",
+    "revision",
 )
 DEFAULT_MIX = {
     "recognition": 55,
@@ -42,8 +53,15 @@ DEFAULT_MIX = {
     "unregistered": 2,
     "reregistration": 3,
     "registry": 0.5,
+    "revision": 1.5,
 }
 SENSITIVE_ATTRIBUTES = ("ethnicity", "race", "religion", "health", "social_class")
+# How late the late facts are sent, in seconds of event time after the event they concern.
+IN_GRACE_S = 3.0  # inside the grace period: part of the first verdict
+PAST_GRACE_S = GRACE.total_seconds() + 6.0  # more than 5 s past it: the verdict is revised
+# The late consent stories, by the name a late fact's Message carries.
+IN_GRACE_STORY = "consent_in_grace"
+REVISION_STORIES = ("consent_past_grace", "withdrawal_past_grace")
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,7 @@ class Message:
     value: bytes
     event: dict[str, Any] | None  # the event the processor must accept; None if it must refuse it
     dead_letter: str | None = None  # the bad-input kind that must reach frt.deadletter.v1
+    story: str | None = None  # on a late fact sent on purpose: its story (IN_GRACE_STORY, ...)
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,18 @@ class _Spec:
     event_type: str
     payload: dict[str, Any]
     occurred_at: datetime | None = None  # None: the time of the slot it is sent in
+    then: tuple["_Then", ...] = ()  # what follows once this one is sent
+    story: str | None = None
+
+
+@dataclass(frozen=True)
+class _Then:
+    """An event placed after the one just sent: ``delay_s`` seconds of slots after its slot,
+    and, if ``occurred_s`` is set, occurred that many seconds after it (negative: before)."""
+
+    delay_s: float
+    spec: _Spec
+    occurred_s: float | None = None
 
 
 class _DeviceSeq:
@@ -154,8 +185,16 @@ class TrafficPlan:
             event_id=self._uuid(),
             **{**spec.payload, **overrides},
         )
-        message = Message(topics.event_key(event["operator_id"], event["device_id"]), wire, event)
+        message = Message(
+            topics.event_key(event["operator_id"], event["device_id"]), wire, event, story=spec.story
+        )
         self._recent.append(message)
+        for then in spec.then:  # timed from the slot this one went out in, whatever came first
+            if then.occurred_s is None:
+                self._push(slot, then.delay_s, then.spec)
+            else:
+                when = occurred + timedelta(seconds=then.occurred_s)
+                self._push(slot, then.delay_s, replace(then.spec, occurred_at=when))
         return message
 
     def _uuid(self) -> str:
@@ -167,18 +206,19 @@ class TrafficPlan:
     # -- history sent first --------------------------------------------------------------------
 
     def _history(self) -> None:
+        """Registrations, standing consents and past registry snapshots, sent first and in
+        event-time order (snapshots months back, then yesterday's registrations and consents)."""
         day_before = self.start - timedelta(days=1)
+        history: list[_Spec] = []
         for op in self.fleet:
             for device in self._registered[op.operator_id]:
-                self._push(
-                    0,
-                    0,
+                history.append(
                     _Spec(
                         self._builders[device.device_id],
                         "device.registered",
                         self._registrations[device.device_id],
                         day_before,
-                    ),
+                    )
                 )
         for op in self.fleet:
             for subject in op.subjects:
@@ -186,9 +226,11 @@ class TrafficPlan:
                     purposes = CONSENTED_PURPOSES if subject.consent == "all" else ["marketing"]
                     spec = self._grant(op, subject, purposes, day_before + timedelta(minutes=1))
                     self._standing_consent[subject.ref] = spec.payload["consent_id"]
-                    self._push(0, 0, spec)
+                    history.append(spec)
             for days_ago in (120, 60):
-                self._push(0, 0, self._snapshot(op, self.start - timedelta(days=days_ago)))
+                history.append(self._snapshot(op, self.start - timedelta(days=days_ago)))
+        for spec in sorted(history, key=lambda spec: spec.occurred_at or self.start):  # stable
+            self._push(0, 0, spec)
         self._history_size = len(self._pending)
 
     # -- scenarios -----------------------------------------------------------------------------
@@ -306,9 +348,9 @@ class TrafficPlan:
         now = self.slot_time(slot)
         story = self.rng.choice(["expiry", "withdrawal", "late", "grant"])
         if story == "late":  # the consent occurred a second before, but arrives three seconds after
-            grant = self._grant(op, subject, [device.purpose], now - timedelta(seconds=1))
-            self._push(slot, 0, self._recognition(op, device, subject, grant.payload["consent_id"]))
-            self._push(slot, 3.0, grant)
+            grant = replace(self._grant(op, subject, [device.purpose], None), story=IN_GRACE_STORY)
+            recognition = self._recognition(op, device, subject, grant.payload["consent_id"])
+            self._push(slot, 0, replace(recognition, then=(_Then(IN_GRACE_S, grant, -1.0),)))
             return
         expires = now + timedelta(seconds=2) if story == "expiry" else None
         grant = self._grant(
@@ -330,6 +372,32 @@ class TrafficPlan:
                 ),
             )
             self._push(slot, 2.0, self._recognition(op, device, subject, consent_id))
+
+    def _scenario_revision(self, slot: int, op: Operator) -> None:
+        """A late fact past the grace period that changes a recognition's verdict."""
+        subject = self.rng.choice(self._no_consent[op.operator_id])
+        devices = [d for d in self._registered[op.operator_id] if d.purpose != "public_safety"]
+        if not devices:
+            self._scenario_recognition(slot, op)
+            return
+        device = self.rng.choice(devices)
+        story = self.rng.choice(REVISION_STORIES)
+        grant = self._grant(op, subject, [device.purpose], None)
+        consent_id = grant.payload["consent_id"]
+        recognition = self._recognition(op, device, subject, consent_id)
+        if story == "consent_past_grace":  # occurred a second before the recognition
+            late = _Then(PAST_GRACE_S, replace(grant, story=story), -1.0)
+            self._push(slot, 0, replace(recognition, then=(late,)))
+            return
+        # withdrawal_past_grace: granted, withdrawn a second before the recognition relying on it
+        withdrawal = _Spec(
+            self._back_offices[op.operator_id],
+            "consent.withdrawn",
+            {"consent_id": consent_id, "subject_ref": subject.ref},
+            story=story,
+        )
+        recognition = replace(recognition, then=(_Then(PAST_GRACE_S, withdrawal, -1.0),))
+        self._push(slot, 0, replace(grant, then=(_Then(2.0, recognition),)))
 
     def _scenario_reregistration(self, slot: int, op: Operator) -> None:
         device = self.rng.choice(self._registered[op.operator_id])

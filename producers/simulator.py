@@ -1,5 +1,6 @@
 """`frtwatch simulate`: a fleet's traffic to Kafka (or a file) at a steady rate, with the
-ground truth of what the processor must find."""
+ground truth of what the processor must find: the final state of its verdicts, and as
+information the revisions the plan's late facts call for."""
 
 import hashlib
 import json
@@ -15,7 +16,7 @@ from kafka import KafkaProducer
 
 from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from producers.fleet import FleetShape, Operator, build_fleet
-from producers.ground_truth import PACKS, GroundTruth
+from producers.ground_truth import PACKS, GroundTruth, Revision
 from producers.plan import Message, TrafficPlan
 from producers.sender import BoundedSender, producer_settings
 
@@ -44,6 +45,10 @@ class Report:
     dead_letters: Counter[str] = field(default_factory=Counter)
     violations: Counter[str] = field(default_factory=Counter)  # by rule_id, all packs
     delivery_failures: int = 0
+    # With a ground truth: the final state it expects, (policy pack, rule id, event id) ...
+    expected: set[tuple[str, str, str]] = field(default_factory=set)
+    # ... and the revisions late facts call for, by (revision, rule_id), every pack (information)
+    revisions: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     @property
     def achieved_rate(self) -> float:
@@ -87,7 +92,7 @@ def run(
         send(message)
         if truth is not None:
             if message.event is not None:
-                truth.feed(message.event)
+                truth.feed(message.event, message.story)
             if message.dead_letter is not None:
                 dead.append(_dead_letter_entry(message))
         if message.dead_letter:
@@ -100,8 +105,11 @@ def run(
         progress(sim.events)
     if truth is not None and ground_truth is not None:
         violations = truth.finish()
+        revisions = truth.revisions_expected()
         report.violations.update(rule_id for _, rule_id, _ in violations)
-        _write_ground_truth(ground_truth, sim, violations, dead)
+        report.expected = set(violations)
+        report.revisions.update((revision, rule_id) for revision, _, rule_id, *_ in revisions)
+        _write_ground_truth(ground_truth, sim, violations, revisions, dead)
     return report
 
 
@@ -160,7 +168,11 @@ def _dead_letter_entry(message: Message) -> dict[str, Any]:
 
 
 def _write_ground_truth(
-    path: Path, sim: Simulation, violations: list[tuple[str, str, str]], dead: list[dict[str, Any]]
+    path: Path,
+    sim: Simulation,
+    violations: list[tuple[str, str, str]],
+    revisions: list[Revision],
+    dead: list[dict[str, Any]],
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as out:
@@ -172,11 +184,26 @@ def _write_ground_truth(
                 "events": sim.events,
                 "packs": list(PACKS),
                 "violations": len(violations),
+                "revision_stories": len(revisions),
                 "dead_letters": len(dead),
             },
         )
         for pack, rule_id, event_id in violations:
             _line(out, {"expect": "violation", "policy_pack": pack, "rule_id": rule_id, "event_id": event_id})
+        for revision, pack, rule_id, event_id, event_type, late, story in revisions:
+            _line(
+                out,
+                {
+                    "expect": "revision_story",
+                    "revision": revision,
+                    "policy_pack": pack,
+                    "rule_id": rule_id,
+                    "event_id": event_id,
+                    "event_type": event_type,
+                    "late_event_ids": list(late),
+                    "story": story,
+                },
+            )
         for entry in dead:
             _line(out, entry)
 

@@ -3,6 +3,8 @@
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from contracts.timestamps import format_timestamp
 from producers.builder import EventBuilder
 from producers.ground_truth import DRAFT, FINAL, GroundTruth
@@ -169,3 +171,82 @@ def test_filing_thresholds_and_deadline() -> None:
     }
     assert verdicts(snapshot(0, 150_000), snapshot(60, 150_000, filed_days=20)) == set()
     assert verdicts(snapshot(0, 150_000), snapshot(60, 150_000)) == {("FRT-FILING-OVERDUE", 1)}
+
+
+# -- late facts: the final state holds, and the revisions they call for are listed ---------------
+
+
+def revisions(*events: dict[str, Any]) -> set[tuple[str, str, int, tuple[int, ...]]]:
+    """(revision, rule id, index of the revised event, indices of the late facts), both packs."""
+    truth = GroundTruth()
+    for event in events:
+        truth.feed(event, "a story")
+    truth.finish()
+    index = {e["event_id"]: i for i, e in enumerate(events)}
+    listed = truth.revisions_expected()
+    assert {story for *_, story in listed} <= {"a story"}
+    by_pack: dict[tuple[str, str, int, tuple[int, ...]], set[str]] = {}
+    for revision, pack, rule, event_id, _, late, _ in listed:
+        key = (revision, rule, index[event_id], tuple(index[e] for e in late))
+        by_pack.setdefault(key, set()).add(pack)
+    assert all(packs == {DRAFT, FINAL} for packs in by_pack.values())
+    return set(by_pack)
+
+
+def withdrawal(t: float, consent_id: str = "c1") -> dict[str, Any]:
+    return OFFICE.fields("consent.withdrawn", occurred_at=at(t), consent_id=consent_id, subject_ref="s1")
+
+
+def test_a_consent_past_the_grace_still_covers_and_its_missing_consent_is_to_be_retracted() -> None:
+    # Sent after traffic 25 s later than the recognition (a registration of the same facts).
+    events = (registered(), recognition(5), registered(30), consent(4))
+    assert verdicts(*events) == set()
+    assert revisions(*events) == {("retraction", "FRT-CONSENT-MISSING", 1, (3,))}
+
+
+def test_a_consent_inside_the_grace_is_part_of_the_first_verdict() -> None:
+    events = (registered(), recognition(5), registered(14), consent(4))
+    assert verdicts(*events) == set()
+    assert revisions(*events) == set()
+
+
+def test_a_withdrawal_past_the_grace_makes_a_late_detection() -> None:
+    events = (registered(), consent(0), recognition(19), registered(40), withdrawal(18))
+    assert verdicts(*events) == {("FRT-CONSENT-MISSING", 2)}
+    assert revisions(*events) == {("late_detection", "FRT-CONSENT-MISSING", 2, (4,))}
+
+
+def test_a_late_consent_for_another_purpose_changes_the_rule() -> None:
+    events = (registered(), recognition(5), registered(30), consent(4, purposes=("marketing",)))
+    assert verdicts(*events) == {("FRT-PURPOSE-MISMATCH", 1)}
+    assert revisions(*events) == {
+        ("retraction", "FRT-CONSENT-MISSING", 1, (3,)),
+        ("late_detection", "FRT-PURPOSE-MISMATCH", 1, (3,)),
+    }
+
+
+def test_a_late_consent_that_shows_a_minor_without_a_guardian() -> None:
+    events = (registered(), recognition(5), registered(30), consent(4, minor=True))
+    assert verdicts(*events) == {("FRT-MINOR-NO-GUARDIAN", 1)}
+    assert revisions(*events) == {
+        ("retraction", "FRT-CONSENT-MISSING", 1, (3,)),
+        ("late_detection", "FRT-MINOR-NO-GUARDIAN", 1, (3,)),
+    }
+
+
+def test_a_late_fact_revises_only_what_it_decides() -> None:
+    # Occurred after the recognition: no cover, nothing to revise; events sent after the late
+    # fact, or more than the grace before the traffic it came after, are judged with it.
+    assert verdicts(registered(), recognition(5), registered(30), consent(6)) == {("FRT-CONSENT-MISSING", 1)}
+    assert revisions(registered(), recognition(5), registered(30), consent(6)) == set()
+    events = (registered(), recognition(5), recognition(25), registered(30), consent(4), recognition(26))
+    assert verdicts(*events) == set()
+    assert revisions(*events) == {("retraction", "FRT-CONSENT-MISSING", 1, (4,))}
+
+
+def test_an_event_later_than_the_reorder_window_is_refused_not_misjudged() -> None:
+    truth = GroundTruth()
+    for event in (registered(), recognition(5), registered(200)):
+        truth.feed(event)
+    with pytest.raises(ValueError, match="after later events"):
+        truth.feed(consent(4))

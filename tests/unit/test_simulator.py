@@ -1,17 +1,19 @@
 """The fleet simulator: deterministic, complete ground truth, every bad-input kind."""
 
 import json
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 from contracts import ContractError, decode_event, verify
+from contracts.timestamps import parse_timestamp
 from contracts.vocabulary import LocationType, VenueType
 from producers import hostile
 from producers.fleet import DEFECTS, FleetShape, build_fleet
-from producers.ground_truth import PACKS
-from producers.plan import Message, TrafficPlan
+from producers.ground_truth import GRACE, PACKS
+from producers.plan import IN_GRACE_S, IN_GRACE_STORY, PAST_GRACE_S, REVISION_STORIES, Message, TrafficPlan
 from producers.simulator import Simulation, run
 from stream_processors.admission import Gate
 
@@ -161,20 +163,108 @@ def test_a_larger_fleet_has_every_location_type() -> None:
     )
 
 
-def test_late_consent_is_sent_after_the_recognition_it_covers() -> None:
+LateFact = tuple[str, dict[str, Any], dict[str, Any], float, float, dict[str, Any] | None]
+
+
+def late_facts(rate: float) -> list[LateFact]:
+    """(story, late fact, the recognition it concerns, how far past the recognition's event
+    time the fact's slot is and the traffic sent before it reached, in seconds, the grant of a
+    withdrawal) for every late fact the consent stories send."""
     fleet = build_fleet(1, FleetShape())
-    traffic = TrafficPlan(fleet, seed=1, rate=100, start=START, mix={"consent": 1})
-    events = [m.event for m in traffic.messages(3000) if m.event]
-    position = {e["event_id"]: i for i, e in enumerate(events)}
-    late = [
-        (e, r)
-        for e in events
-        if e["type"] == "consent.granted"
-        for r in events
-        if r["type"] == "recognition.performed"
-        and r.get("consent_id") == e["consent_id"]
-        and position[r["event_id"]] < position[e["event_id"]]
-    ]
-    assert late, "no late consent in the plan"
-    for consent, recognition in late:
-        assert consent["occurred_at"] < recognition["occurred_at"]
+    traffic = TrafficPlan(fleet, seed=1, rate=rate, start=START, mix={"consent": 1, "revision": 1})
+    recognitions: dict[str, dict[str, Any]] = {}
+    grants: dict[str, dict[str, Any]] = {}
+    reached = START
+    found = []
+    for slot, message in enumerate(traffic.messages(1000 + round(20 * rate))):  # history, then 20 s
+        event = message.event
+        assert event is not None
+        if message.story is not None:
+            recognition = recognitions[event["consent_id"]]
+            occurred = parse_timestamp(recognition["occurred_at"])
+            found.append(
+                (
+                    message.story,
+                    event,
+                    recognition,
+                    (traffic.slot_time(slot) - occurred).total_seconds(),
+                    (reached - occurred).total_seconds(),
+                    grants.get(event["consent_id"]),
+                )
+            )
+        if event["type"] == "recognition.performed" and event["consent_id"]:
+            recognitions[event["consent_id"]] = event
+        elif event["type"] == "consent.granted":
+            grants[event["consent_id"]] = event
+        reached = max(reached, parse_timestamp(event["occurred_at"]))
+    return found
+
+
+def test_late_facts_are_late_in_event_time_whatever_the_rate() -> None:
+    """A late fact is sent after traffic whose occurred_at is inside the grace past the
+    recognition it concerns (the consent three seconds late), or more than five seconds past
+    the grace (the revision stories), at any rate; it occurred before that recognition."""
+    grace = GRACE.total_seconds()
+    for rate in (20, 300, 1000):
+        facts = late_facts(rate)
+        assert Counter(story for story, *_ in facts).keys() == {IN_GRACE_STORY, *REVISION_STORIES}, rate
+        for story, fact, recognition, slot_lateness, lateness, grant in facts:
+            assert fact["occurred_at"] < recognition["occurred_at"]
+            # Its slot is at least the story's lateness after the recognition's; the traffic
+            # sent before it about as late (other late facts may fill the slots just before).
+            delay = IN_GRACE_S if story == IN_GRACE_STORY else PAST_GRACE_S
+            assert delay <= slot_lateness < delay + 1, (rate, story, slot_lateness)
+            assert delay - 0.5 <= lateness <= slot_lateness, (rate, story, lateness)
+            if story == IN_GRACE_STORY:
+                assert fact["type"] == "consent.granted" and lateness <= grace
+            else:
+                assert lateness > grace + 5
+            if story == "consent_past_grace":
+                assert fact["type"] == "consent.granted" and fact["purposes"] == [recognition["purpose"]]
+            if story == "withdrawal_past_grace":  # of a consent granted before the recognition
+                assert fact["type"] == "consent.withdrawn" and grant is not None
+                assert grant["occurred_at"] < fact["occurred_at"]
+
+
+def test_the_plan_and_its_ground_truth_do_not_depend_on_the_wall_clock(tmp_path: Path) -> None:
+    """A sender that stalls and then catches up sends the same bytes, with the same truth."""
+    sim = Simulation(seed=7, events=1500, rate=3000, start=START, bad_share=0.01)
+    steady: list[Message] = []
+    run(sim, steady.append, paced=False, ground_truth=tmp_path / "steady.jsonl")
+    stalled: list[Message] = []
+
+    def stall(message: Message) -> None:
+        if len(stalled) in (200, 900):
+            time.sleep(0.4)  # behind by 1,200 slots, then a burst
+        stalled.append(message)
+
+    run(sim, stall, paced=True, ground_truth=tmp_path / "stalled.jsonl")
+    assert [m.value for m in stalled] == [m.value for m in steady]
+    assert (tmp_path / "stalled.jsonl").read_bytes() == (tmp_path / "steady.jsonl").read_bytes()
+
+
+def test_the_ground_truth_lists_the_revisions_late_facts_call_for(tmp_path: Path) -> None:
+    """Both kinds, each about an event sent before the late fact named, which is one of the
+    revision stories' facts; the final state has the late detections and not the retracted."""
+    sent: list[Message] = []
+    truth_file = tmp_path / "truth.jsonl"
+    run(Simulation(seed=42, events=6000, start=START), sent.append, paced=False, ground_truth=truth_file)
+    truth = [json.loads(line) for line in truth_file.read_text().splitlines()]
+    final = {(e["policy_pack"], e["rule_id"], e["event_id"]) for e in truth if e["expect"] == "violation"}
+    listed = [e for e in truth if e["expect"] == "revision_story"]
+    assert truth[0]["revision_stories"] == len(listed)
+    assert Counter(e["revision"] for e in listed).keys() == {"retraction", "late_detection"}
+    assert {e["story"] for e in listed} <= set(REVISION_STORIES)
+    position = {m.event["event_id"]: n for n, m in enumerate(sent) if m.event is not None}
+    stories = {m.event["event_id"]: m.story for m in sent if m.event is not None and m.story}
+    for entry in listed:
+        assert (entry["policy_pack"], entry["rule_id"], entry["event_id"]) in final or (
+            entry["revision"] == "retraction"
+        )
+        if entry["revision"] == "retraction":
+            assert (entry["policy_pack"], entry["rule_id"], entry["event_id"]) not in final
+        for late in entry["late_event_ids"]:
+            assert stories[late] in REVISION_STORIES
+            assert position[late] > position[entry["event_id"]]
+    rules = {e["rule_id"] for e in listed if e["story"] == "consent_past_grace"}
+    assert "FRT-CONSENT-MISSING" in rules
