@@ -4,7 +4,8 @@ The local stack runs a processor worker and the regulators' API (with the audit 
 more of its services. A city fleet of this run's own (new operator ids, so the consents, seqs
 and registries of earlier runs never mix in) sends its traffic with injected violations and
 hostile inputs; a live summary shows what the processor finds beside what the fleet's ground
-truth says it must find.
+truth says it must find. Verdicts may be revised (contract.md, "Verdict revisions"): the state
+compared is the current one, the last record of each violation on frt.violations.v1.
 """
 
 import json
@@ -17,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
@@ -33,11 +35,18 @@ JURISDICTION = "demo-city"
 REGULATOR = "demo-regulator"
 
 
+Verdict = tuple[str, str, str]  # (policy pack, rule id, triggering event id)
+
+
 @dataclass(frozen=True)
 class DemoRun:
     sim: Simulation
     operators: list[str]
-    expected: Counter[str]  # violations the processor must find, by rule_id (every pack)
+    truth: frozenset[Verdict]  # the final state the processor must reach: these open, no other
+    expected: Counter[str]  # the same by rule_id (every pack)
+    # The revisions the fleet's late facts call for, by (revision, rule_id): information, since
+    # a verdict decided after the late fact arrived needs none
+    revisions: Counter[tuple[str, str]]
     expected_dead_letters: int  # inputs it must refuse or report (a seq gap is both)
     keys_file: Path
 
@@ -61,7 +70,9 @@ def new_run(settings: Settings, rate: float, duration: float, bad_share: float) 
     return DemoRun(
         sim,
         [op.operator_id for op in fleet],
+        frozenset(truth.expected),
         truth.violations,
+        truth.revisions,
         sum(truth.dead_letters.values()),
         keys_file,
     )
@@ -130,14 +141,30 @@ def events_judged(settings: Settings) -> float | None:
     )
 
 
+def is_open(record: dict[str, Any]) -> bool:
+    """A violation record without a status is open (contract.md)."""
+    return bool(record.get("status", "open") == "open")
+
+
+def current_state(records: list[dict[str, Any]]) -> set[Verdict]:
+    """The open violations among ``records`` (in the order published) by the last record of
+    each violation_id."""
+    last = {record["violation_id"]: record for record in records}
+    return {(v["policy_pack"], v["rule_id"], v["event_ids"][0]) for v in last.values() if is_open(v)}
+
+
 @dataclass
 class Outputs:
-    """What the processor publishes during the run: this run's violations, and dead letters."""
+    """What the processor publishes during the run: this run's violation records, and dead
+    letters. All records of a violation share a key (its operator), so they are read in the
+    order they were published."""
 
     bootstrap_servers: str
     operators: set[str]
     security: KafkaSecurity = PLAINTEXT
-    violations: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule_id, severity)
+    current: dict[str, dict[str, Any]] = field(default_factory=dict)  # violation_id -> last record
+    retractions: Counter[str] = field(default_factory=Counter)  # retraction records, by rule_id
+    late_detections: Counter[str] = field(default_factory=Counter)  # open records of late facts
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason code
 
     def __post_init__(self) -> None:
@@ -161,13 +188,28 @@ class Outputs:
                 if tp.topic == topics.DEADLETTER:
                     self.dead_letters[value["reason"].split(":", 1)[0]] += 1
                 elif value["operator_id"] in self.operators:
-                    self.violations[(value["rule_id"], value["severity"])] += 1
+                    self._violation(value)
+
+    def _violation(self, record: dict[str, Any]) -> None:
+        if not is_open(record):
+            self.retractions[record["rule_id"]] += 1
+        elif record.get("revised_by"):
+            self.late_detections[record["rule_id"]] += 1
+        self.current[record["violation_id"]] = record
+
+    def state(self) -> set[Verdict]:
+        """The open violations now, by the last record of each."""
+        return current_state(list(self.current.values()))
 
     def found(self) -> Counter[str]:
-        by_rule: Counter[str] = Counter()
-        for (rule_id, _), count in self.violations.items():
-            by_rule[rule_id] += count
-        return by_rule
+        """The open violations now, by rule_id."""
+        return Counter(v["rule_id"] for v in self.current.values() if is_open(v))
+
+    def by_severity(self) -> Counter[str]:
+        return Counter(v["severity"] for v in self.current.values() if is_open(v))
+
+    def severities(self) -> dict[str, str]:
+        return {v["rule_id"]: v["severity"] for v in self.current.values()}
 
     def close(self) -> None:
         self._consumer.close()

@@ -153,6 +153,8 @@ def commit_at_the_end(kafka: KafkaCluster, group_id: str, topic: str) -> None:
 
 
 def expected(tmp_path: Path) -> tuple[set[tuple[str, str, str]], dict[str, str]]:
+    """The ground truth: the final state of the violations (the open ones, by their last
+    record), and the expected dead letters by the sha256 of the bytes."""
     truth = [json.loads(line) for line in (tmp_path / "truth.jsonl").read_text().splitlines()]
     violations = {
         (e["policy_pack"], e["rule_id"], e["event_id"]) for e in truth if e["expect"] == "violation"
@@ -161,25 +163,56 @@ def expected(tmp_path: Path) -> tuple[set[tuple[str, str, str]], dict[str, str]]
     return violations, dead
 
 
+def is_open(record: dict[str, Any]) -> bool:
+    """A violation record without a status is open (contract.md, "Verdict revisions")."""
+    return bool(record.get("status", "open") == "open")
+
+
+def current_state(records: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """The open violations by the last record of each violation_id, ``records`` in the order
+    they were published (all records of one violation share a key: one partition)."""
+    last = {record["violation_id"]: record for record in records}
+    return {(v["policy_pack"], v["rule_id"], v["event_ids"][0]) for v in last.values() if is_open(v)}
+
+
+def revision_key(record: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
+    """What tells a violation's records apart: the original, and each revision by its cause."""
+    return record["violation_id"], record.get("status", "open"), tuple(record.get("revised_by") or ())
+
+
+def published_twice(records: list[dict[str, Any]]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """Records published more than once (the same violation, status and cause)."""
+    seen: set[tuple[str, str, tuple[str, ...]]] = set()
+    twice = []
+    for record in records:
+        key = revision_key(record)
+        if key in seen:
+            twice.append(key)
+        seen.add(key)
+    return twice
+
+
 def wait_for_verdicts(
     kafka: KafkaCluster, want: set[tuple[str, str, str]], timeout: float = 180
 ) -> list[dict[str, Any]]:
+    """Every record of frt.violations.v1, once its final state is ``want`` (or at the timeout)."""
     deadline = time.monotonic() + timeout
     while True:
         found = read_topic(kafka, topics.VIOLATIONS)
-        got = {(v["policy_pack"], v["rule_id"], v["event_ids"][0]) for v in found}
-        if got >= want or time.monotonic() > deadline:
+        if current_state(found) == want or time.monotonic() > deadline:
             time.sleep(3)  # anything unexpected still in flight shows up too
             return read_topic(kafka, topics.VIOLATIONS)
         time.sleep(2)
 
 
 def check(kafka: KafkaCluster, tmp_path: Path, found: list[dict[str, Any]]) -> None:
+    """The final state of ``found`` (every violation record, in order) is the ground truth's,
+    no record was published twice, and every expected dead letter is there."""
     want, dead = expected(tmp_path)
-    got = [(v["policy_pack"], v["rule_id"], v["event_ids"][0]) for v in found]
-    assert set(got) - want == set(), f"unexpected violations: {sorted(set(got) - want)[:10]}"
-    assert want - set(got) == set(), f"violations not found: {sorted(want - set(got))[:10]}"
-    assert len(got) == len(set(got)), "a violation was published twice"
+    got = current_state(found)
+    assert got - want == set(), f"unexpected violations: {sorted(got - want)[:10]}"
+    assert want - got == set(), f"violations not found: {sorted(want - got)[:10]}"
+    assert not published_twice(found), f"published twice: {published_twice(found)[:5]}"
     letters = read_topic(kafka, topics.DEADLETTER)
     lettered = {hashlib.sha256(base64.b64decode(d["original"])).hexdigest() for d in letters}
     assert set(dead) <= lettered, {dead[h] for h in set(dead) - lettered}
@@ -239,14 +272,15 @@ def accepted_event_ids(kafka: KafkaCluster, refused: set[str]) -> set[str]:
 
 def check_audit_log(kafka: KafkaCluster, tmp_path: Path) -> set[tuple[str, str, str]]:
     """The audit log (chDB under tmp_path, with every service stopped) holds exactly what the
-    pipeline had to write: each entry once, seqs without gaps, the ground truth's violations,
-    every labelled bad input's dead letter without its bytes, and exactly the accepted events.
-    Returns the violations found."""
+    pipeline had to write: each entry once, seqs without gaps, violation records whose final
+    state (the last record of each, in log order) is the ground truth's, every labelled bad
+    input's dead letter without its bytes, and exactly the accepted events. Returns the
+    violations open in the end."""
     want, dead = expected(tmp_path)
     store = Store(f"chdb://{tmp_path / 'data' / 'clickhouse'}")
     try:
         db = store.db
-        rows = store.client.query(f"SELECT kind, entry_id, body FROM {db}.audit_log").result_rows
+        rows = store.client.query(f"SELECT kind, entry_id, body FROM {db}.audit_log ORDER BY seq").result_rows
         leaves = store.client.command(f"SELECT count() FROM {db}.audit_leaves")
         seqs = store.client.query(
             f"SELECT min(seq), max(seq), count(DISTINCT seq) FROM {db}.audit_log"
@@ -256,13 +290,10 @@ def check_audit_log(kafka: KafkaCluster, tmp_path: Path) -> set[tuple[str, str, 
     assert len(rows) == len({entry_id for _, entry_id, _ in rows}), "an entry was written twice"
     assert leaves == len(rows) and seqs == [(0, len(rows) - 1, len(rows))], "the log has gaps or extra rows"
 
-    violations = {
-        (v["policy_pack"], v["rule_id"], v["event_ids"][0])
-        for kind, _, body in rows
-        if kind == "violation"
-        for v in [json.loads(body)]
-    }
+    records = [json.loads(body) for kind, _, body in rows if kind == "violation"]
+    violations = current_state(records)
     assert violations == want, (len(violations - want), len(want - violations))
+    assert not published_twice(records), "a violation record was logged twice"
     lettered = {json.loads(body)["original_sha256"] for kind, _, body in rows if kind == "dead_letter"}
     assert set(dead) <= lettered, {dead[h] for h in set(dead) - lettered}
     # A seq gap is reported and accepted; a replay repeats the bytes of an accepted original.
