@@ -5,6 +5,10 @@ hold a face image or a raw identity gets in: accepted events keep only the contr
 (the processor already dropped unknown extras, and subjects are pseudonymous refs), and a dead
 letter keeps its reason, source position, size and the SHA-256 of the original bytes, never
 the bytes themselves.
+
+A violation may have several records (the original, a retraction, a late detection): each is
+an entry of its own, named by the record's revision id, so the log keeps every record once
+while a redelivered record is still dropped as a repeat.
 """
 
 import base64
@@ -35,6 +39,8 @@ COLUMNS = (
     "recorded_at",
     "source",
     "body",
+    "violation_id",
+    "status",
 )
 
 
@@ -53,6 +59,8 @@ class Entry:
     rule_id: str = ""
     severity: str = ""
     policy_pack: str = ""
+    violation_id: str = ""  # violations: the violation this record is of (entry_id is the record's)
+    status: str = ""  # violations: this record's status, open or retracted
 
     def row(self, seq: int, recorded_at: datetime) -> tuple[Any, ...]:
         return (
@@ -71,6 +79,8 @@ class Entry:
             recorded_at,
             self.source,
             self.body.decode(),
+            self.violation_id,
+            self.status,
         )
 
 
@@ -102,7 +112,7 @@ def violation(raw: bytes, source: str) -> Entry:
     record = _violation.decode(raw)
     return Entry(
         "violation",
-        record.violation_id,
+        record.revision_id,  # an original's is its violation_id: the ids of older entries hold
         record.operator_id,
         parse_timestamp(record.occurred_at),
         _canonical(record),
@@ -114,6 +124,8 @@ def violation(raw: bytes, source: str) -> Entry:
         rule_id=record.rule_id,
         severity=record.severity,
         policy_pack=record.policy_pack,
+        violation_id=record.violation_id,
+        status=record.status,
     )
 
 
