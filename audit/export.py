@@ -1,5 +1,7 @@
 """Exporting audit entries, covered by the latest signed checkpoint: a bundle (JSON), or the
-same bundle zipped beside a table of the entries (CSV, JSON Lines or Parquet)."""
+same bundle zipped beside a table of the entries (CSV, JSON Lines or Parquet). Every record of
+a violation is an entry of its own (its original, a retraction, a late detection), so an
+export holds each selected violation's whole history up to the checkpoint."""
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -58,7 +60,7 @@ def export(store: Store, signer: Signer, selection: Selection, progress: Progres
         f"SELECT {columns} FROM {store.db}.audit_log WHERE {where} AND seq < {size} ORDER BY seq",
         parameters=parameters,
     ).named_results()
-    table = [tables.row(stored) for stored in rows]
+    table = tables.table(list(rows))
     tree = Tree(_counted(store.leaf_hashes(size), size, progress))
     if progress:
         progress("proofs", 0, len(table))

@@ -3,7 +3,10 @@ Parquet) for the regulator's own tools, and the check that the table says what t
 proves. Pure (files only).
 
 The table's ``body`` column is the entry exactly as hashed into the log; the other columns are
-conveniences read off it, and the verifier checks every one of them against the body.
+conveniences read off it, and the verifier checks every one of them against the body. A
+violation's records (its original, a retraction, a late detection) are rows of their own;
+``current_status`` is the status of its last record in the export, which the verifier checks
+against the bundle's bodies (an export takes all of a violation's records or none of them).
 """
 
 import csv
@@ -13,10 +16,12 @@ import zipfile
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audit.entries import dead_letter_id
+from contracts.records import Violation
 from contracts.timestamps import format_timestamp, format_utc_timestamp, parse_timestamp
 
 FORMATS = ("jsonl", "csv", "parquet")
@@ -25,6 +30,8 @@ STORED_COLUMNS = (
     "seq",
     "kind",
     "entry_id",
+    "violation_id",
+    "status",
     "operator_id",
     "site_id",
     "device_id",
@@ -37,17 +44,33 @@ STORED_COLUMNS = (
     "body",
 )
 # "kind" is also a field of some events (a consent's kind), so the table calls it entry_kind.
-COLUMNS = tuple("entry_kind" if c == "kind" else c for c in STORED_COLUMNS)
+# current_status is not stored: the export reads it off the violation's last record.
+_NAMED = tuple("entry_kind" if c == "kind" else c for c in STORED_COLUMNS)
+COLUMNS = (*_NAMED[:5], "current_status", *_NAMED[5:])
+# Columns older exports lack: a table without one of them is not faulted for it.
+ADDED_COLUMNS = ("violation_id", "status", "current_status")
 _SCHEMA = pa.schema([("seq", pa.int64())] + [(c, pa.string()) for c in COLUMNS[1:]])
 
 
 def row(stored: dict[str, Any]) -> dict[str, Any]:
-    """A table row from an audit_log row."""
+    """A table row from an audit_log row, as if it were its violation's last record."""
     out = {("entry_kind" if k == "kind" else k): v for k, v in stored.items()}
     out["seq"] = int(out["seq"])
     out["occurred_at"] = format_utc_timestamp(out["occurred_at"])
     out["body"] = str(out["body"])
-    return out
+    out["current_status"] = out["status"]
+    return {column: out[column] for column in COLUMNS}
+
+
+def table(stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The table rows of audit_log rows in log order: each violation's rows name the status of
+    its last record as its current_status."""
+    rows = [row(r) for r in stored]
+    current = {r["violation_id"]: r["status"] for r in rows if r["violation_id"]}
+    for r in rows:
+        if r["violation_id"]:
+            r["current_status"] = current[r["violation_id"]]
+    return rows
 
 
 def bundle_bytes(bundle: dict[str, Any]) -> bytes:
@@ -107,8 +130,11 @@ def stated_columns(body: dict[str, Any]) -> dict[str, Any]:
     kind: str
     entry_id: Any
     event_type: Any
+    violation_id, status = None, None
     if "violation_id" in body:
-        kind, entry_id, event_type, at = "violation", body["violation_id"], "violation", body["occurred_at"]
+        record = msgspec.convert(body, Violation)  # its revision id names its entry
+        kind, entry_id, event_type, at = "violation", record.revision_id, "violation", record.occurred_at
+        violation_id, status = record.violation_id, record.status
     elif "event_id" in body:
         kind, entry_id, event_type, at = "event", body["event_id"], body["type"], body["occurred_at"]
     elif body.get("kind") == "query":
@@ -122,6 +148,8 @@ def stated_columns(body: dict[str, Any]) -> dict[str, Any]:
     return {
         "entry_kind": kind,
         "entry_id": entry_id,
+        "violation_id": violation_id,
+        "status": status,
         "operator_id": body.get("operator_id"),
         "site_id": body.get("site_id"),
         "device_id": body.get("device_id"),
@@ -140,6 +168,7 @@ def check_table(bundle: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]
     if len(rows) != len(entries):
         return [f"the table has {len(rows)} rows, the bundle {len(entries)} entries"]
     problems = []
+    checked: list[tuple[str, dict[str, Any], dict[str, Any]]] = []  # (where, table row, stated)
     for n, (table_row, entry) in enumerate(zip(rows, entries, strict=True)):
         where = f"table row {n} (seq {entry.get('seq')})"
         if _text(table_row.get("seq")) != _text(entry["seq"]) or table_row.get("body") != entry["body"]:
@@ -149,19 +178,42 @@ def check_table(bundle: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]
             body = json.loads(entry["body"])
             if not isinstance(body, dict):
                 raise ValueError("not an object")
-            stated = stated_columns(body)
+            checked.append((where, table_row, stated_columns(body)))
         except (KeyError, ValueError) as error:
             problems.append(f"{where}: the body is not an audit entry ({error!r})")
-            continue
+    # Bodies whose rows differ still state their violation's last status: the bundle decides.
+    current = _current_statuses(entries)
+    for where, table_row, stated in checked:
         at = stated.pop("occurred_at")
         problems += [
             f"{where}: {column} differs from the entry's body"
             for column, value in stated.items()
-            if _text(value) != _text(table_row.get(column))
+            if _shown(table_row, column) and _text(value) != _text(table_row.get(column))
         ]
         if _moments_differ(at, table_row.get("occurred_at")):
             problems.append(f"{where}: occurred_at differs from the entry's body")
+        last = current.get(stated["violation_id"]) if stated["violation_id"] else None
+        if _shown(table_row, "current_status") and _text(last) != _text(table_row.get("current_status")):
+            problems.append(f"{where}: current_status differs from its violation's last record in the bundle")
     return problems
+
+
+def _shown(table_row: dict[str, Any], column: str) -> bool:
+    """Whether the table has this column (an older export lacks the added ones)."""
+    return column in table_row or column not in ADDED_COLUMNS
+
+
+def _current_statuses(entries: list[dict[str, Any]]) -> dict[str, str]:
+    """violation_id -> the status of its last record among the bundle's entries."""
+    current: dict[str, str] = {}
+    for entry in entries:
+        try:
+            body = json.loads(entry["body"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if isinstance(body, dict) and isinstance(body.get("violation_id"), str):
+            current[body["violation_id"]] = str(body.get("status", "open"))
+    return current
 
 
 def _moments_differ(stated: Any, shown: Any) -> bool:

@@ -1,6 +1,6 @@
-"""Export archives: a real signed bundle of real audit entries (events, violations, dead letters,
-query records) beside its table (JSON Lines, CSV, Parquet) reads back and verifies, and the table
-check catches a table that says something the bundle does not."""
+"""Export archives: a real signed bundle of real audit entries (events, violations and a
+retraction, dead letters, query records) beside its table (JSON Lines, CSV, Parquet) reads back
+and verifies, and the table check catches a table that says something the bundle does not."""
 
 import base64
 import copy
@@ -34,6 +34,13 @@ DEAD_LETTER = DeadLetter(
     source_offset=41,
     dead_lettered_at="2026-11-21T08:02:00.500Z",
 )
+RETRACTION = msgspec.structs.replace(
+    VIOLATION,
+    status="retracted",
+    revised_at="2026-11-21T09:30:00.000Z",
+    revised_by=["7c1e9a52-2f4b-4d0a-9a51-2b8f3c0d6e11"],
+    explanation="A consent given before the recognition arrived late: the violation no longer stands.",
+)
 REGULATOR = {"name": "cac-shanghai", "role": "regulator"}
 OPS = {"name": "noc", "role": "ops"}
 
@@ -48,7 +55,7 @@ def _entries() -> list[entries.Entry]:
     )
     violations = [
         entries.violation(msgspec.json.encode(v), f"{topics.VIOLATIONS}:0:{n}")
-        for n, v in enumerate([VIOLATION, anonymous])
+        for n, v in enumerate([VIOLATION, anonymous, RETRACTION])
     ]
     queries = [
         canonical_json(
@@ -92,7 +99,7 @@ def bundle(signer: Signer) -> dict[str, Any]:
 
 def table() -> list[dict[str, Any]]:
     """The table rows of the selected entries, alternately from naive and aware datetimes."""
-    return [tables.row(stored(seq, aware=n % 2 == 0)) for n, seq in enumerate(SELECTED)]
+    return tables.table([stored(seq, aware=n % 2 == 0) for n, seq in enumerate(SELECTED)])
 
 
 def first(rows: list[dict[str, Any]], kind: str, column: str = "entry_kind") -> int:
@@ -165,7 +172,7 @@ def test_an_honest_archive_reads_back_verifies_and_matches(
 # The columns whose value each kind of entry states (the others it leaves empty).
 STATED = {
     "event": ("entry_kind", "entry_id", "operator_id", "site_id", "device_id", "subject_ref", "event_type"),
-    "violation": tables.COLUMNS[1:-2],
+    "violation": tuple(c for c in tables.COLUMNS[1:-2] if c != "current_status"),
     "dead_letter": ("entry_kind", "entry_id", "event_type"),
     "query": ("entry_kind", "entry_id", "operator_id", "event_type"),
 }
@@ -270,6 +277,39 @@ def test_the_same_moment_in_another_offset_is_no_difference(bundle: dict[str, An
     rows[n]["occurred_at"] = moment.isoformat(timespec="milliseconds")
     assert rows[n]["occurred_at"].endswith("+08:00")
     assert tables.check_table(bundle, rows) == []
+
+
+def test_each_record_of_a_violation_is_a_row_naming_its_current_status() -> None:
+    rows = {r["entry_id"]: r for r in table() if r["entry_kind"] == "violation"}
+    original, retraction = rows[VIOLATION.violation_id], rows[RETRACTION.revision_id]
+    assert retraction["entry_id"] != original["entry_id"] == original["violation_id"]
+    assert original["violation_id"] == retraction["violation_id"] == VIOLATION.violation_id
+    assert (original["status"], retraction["status"]) == ("open", "retracted")
+    assert original["current_status"] == retraction["current_status"] == "retracted"
+    assert rows["v-2"]["current_status"] == "open"
+
+
+@pytest.mark.parametrize("format", tables.FORMATS)
+@pytest.mark.parametrize("entry_id", [VIOLATION.violation_id, "v-2"])
+def test_a_forged_current_status_is_caught(
+    tmp_path: Path, bundle: dict[str, Any], format: str, entry_id: str
+) -> None:
+    rows = table()
+    n = next(n for n, r in enumerate(rows) if r["entry_id"] == entry_id)
+    rows[n]["current_status"] = "open" if rows[n]["current_status"] == "retracted" else "retracted"
+    assert tables.check_table(*round_trip(tmp_path, bundle, rows, format)) == [
+        f"table row {n} (seq {SELECTED[n]}): current_status differs from its violation's last record "
+        "in the bundle"
+    ]
+
+
+def test_a_table_of_an_older_export_without_the_revision_columns_still_matches(
+    bundle: dict[str, Any],
+) -> None:
+    rows = [{c: v for c, v in r.items() if c not in tables.ADDED_COLUMNS} for r in table()]
+    assert tables.check_table(bundle, rows) == []
+    rows[0]["entry_id"] = "forged"  # the columns it has are still checked
+    assert len(tables.check_table(bundle, rows)) == 1
 
 
 def test_the_table_is_checked_against_the_bundle_not_itself(bundle: dict[str, Any]) -> None:
