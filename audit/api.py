@@ -1,9 +1,10 @@
 """The regulators' HTTP API over the audit log (FastAPI; OpenAPI at /openapi.json, docs at /docs).
 
 Bearer tokens name a principal (audit/access.py): a regulator reads its jurisdiction's
-operators, an operator itself, ops only the summary. Every call to /v1, answered or refused,
-is recorded in the audit log before its answer leaves (audit/query_log.py); if the record
-cannot be published the caller gets 503 and no data.
+operators, an operator itself, ops only the summary. A violation is listed once, as it stands
+now (its last record: open, or retracted by a late fact); its history holds every record.
+Every call to /v1, answered or refused, is recorded in the audit log before its answer leaves
+(audit/query_log.py); if the record cannot be published the caller gets 503 and no data.
 """
 
 import logging
@@ -32,6 +33,7 @@ from audit.export import FORMATS, NoCheckpoint, TooLarge, export
 from audit.query_log import QueryLog, QueryLogUnavailable, new_request_id, query_record
 from audit.selection import Selection
 from audit.store import Store
+from contracts.records import ViolationStatus
 from contracts.vocabulary import Severity
 
 log = logging.getLogger("frtwatch.api")
@@ -57,6 +59,24 @@ class Page(BaseModel):
     next_cursor: str | None
 
 
+class ViolationNow(Entry):
+    """A violation as it stands: its current record (the last of its violation_id)."""
+
+    status: ViolationStatus
+    records: int  # how many records it has: 1, or more once revised
+
+
+class ViolationPage(BaseModel):
+    items: list[ViolationNow]
+    next_cursor: str | None
+
+
+class ViolationHistory(BaseModel):
+    violation_id: str
+    status: ViolationStatus | None  # its last record's; None: no record of it in the asker's scope
+    items: list[Entry]  # every record, in log order
+
+
 class Configuration(BaseModel):
     occurred_at: str
     configuration: dict[str, Any]
@@ -71,7 +91,8 @@ class ViolationCount(BaseModel):
     rule_id: str
     severity: str
     policy_pack: str
-    count: int
+    count: int  # violations whose current state is open: they stand
+    retracted: int  # violations whose current state is retracted
 
 
 class EventCount(BaseModel):
@@ -215,7 +236,7 @@ def create_app(service: Service) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/violations", response_model=Page, responses=REFUSALS, tags=["queries"])
+    @app.get("/v1/violations", response_model=ViolationPage, responses=REFUSALS, tags=["queries"])
     def violations(
         request: Request,
         asker: Asker,
@@ -225,19 +246,52 @@ def create_app(service: Service) -> FastAPI:
         rule_id: Text = None,
         severity: Severity | None = None,
         policy_pack: Text = None,
+        status: Annotated[
+            ViolationStatus | None, Query(description="only violations whose current state is this")
+        ] = None,
         since: Since = None,
         until: Until = None,
         cursor_: CursorParam = None,
         limit: Limit = 100,
-    ) -> Page:
-        """Violations, oldest first, one page at a time."""
+    ) -> ViolationPage:
+        """Violations, oldest first, one page at a time; each once, as its current record (the
+        last of its violation_id) with its status and how many records it has."""
         scope = rows_scope(asker, operator_id)
         selection = Selection(
             kind="violation", operator_id=operator_id, site_id=site_id, device_id=device_id,
             rule_id=rule_id, severity=severity, policy_pack=policy_pack, since=since, until=until,
             operators=scope,
         )  # fmt: skip
-        return _page(request, selection, limit, cursor(cursor_))
+        with service.reading() as store:
+            items, following = queries.violations(store, selection, limit, cursor(cursor_), status)
+        answered(request, len(items))
+        return ViolationPage(
+            items=[ViolationNow(**item) for item in items],
+            next_cursor=following.encode() if following else None,
+        )
+
+    @app.get(
+        "/v1/violations/{violation_id}/history",
+        response_model=ViolationHistory,
+        responses=REFUSALS,
+        tags=["queries"],
+    )
+    def violation_history(
+        request: Request, asker: Asker, violation_id: Annotated[str, PathParam(max_length=256)]
+    ) -> ViolationHistory:
+        """Every record of one violation in log order: the original, and any retraction or late
+        detection; the last is its current state. Like the other histories, a violation outside
+        the asker's scope (or none at all) has no records and no status: which it is stays unsaid."""
+        scope = rows_scope(asker, None)
+        selection = Selection(kind="violation", violation_id=violation_id, operators=scope)
+        with service.reading() as store:
+            records = queries.history(store, selection)
+        answered(request, len(records))
+        return ViolationHistory(
+            violation_id=violation_id,
+            status=queries.current_status(records) if records else None,
+            items=[Entry(**record) for record in records],
+        )
 
     @app.get("/v1/subjects/{subject_ref}/history", response_model=Page, responses=REFUSALS, tags=["queries"])
     def subject_history(
@@ -319,17 +373,21 @@ def create_app(service: Service) -> FastAPI:
         rule_id: Text = None,
         severity: Severity | None = None,
         policy_pack: Text = None,
+        violation_id: Annotated[
+            str | None, Query(max_length=256, description="every record of one violation")
+        ] = None,
         since: Since = None,
         until: Until = None,
     ) -> FileResponse:
         """Entries with their inclusion proofs and the covering signed checkpoint: a bundle
-        (json), or a zip of the bundle and a table (jsonl, csv, parquet). `frtwatch verify`
-        checks either offline."""
+        (json), or a zip of the bundle and a table (jsonl, csv, parquet). Every record of a
+        selected violation is an entry (its history); the table names each one's current_status.
+        `frtwatch verify` checks either offline."""
         scope = rows_scope(asker, operator_id)
         selection = Selection(
             kind=kind, operator_id=operator_id, site_id=site_id, device_id=device_id,
             subject_ref=subject_ref, rule_id=rule_id, severity=severity, policy_pack=policy_pack,
-            since=since, until=until, operators=scope,
+            violation_id=violation_id, since=since, until=until, operators=scope,
         )  # fmt: skip
         try:
             with service.reading() as store:

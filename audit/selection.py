@@ -18,6 +18,7 @@ _EQUALITY = (
     "rule_id",
     "severity",
     "policy_pack",
+    "violation_id",
 )
 
 
@@ -38,6 +39,7 @@ class Selection:
     rule_id: str | None = None
     severity: str | None = None
     policy_pack: str | None = None
+    violation_id: str | None = None  # every record of one violation
     since: datetime | None = None  # occurred_at >= since
     until: datetime | None = None  # occurred_at < until
     operators: tuple[str, ...] | None = None  # the asker's scope; None: every operator

@@ -114,6 +114,9 @@ def audit_export(
     operator: Annotated[str | None, typer.Option(help="Only this operator_id.")] = None,
     kind: Annotated[str | None, typer.Option(help="event, violation, dead_letter or query.")] = None,
     rule: Annotated[str | None, typer.Option(help="Only this rule_id.")] = None,
+    violation_id: Annotated[
+        str | None, typer.Option("--violation", help="Every record of this violation_id.")
+    ] = None,
     since: Annotated[datetime | None, typer.Option(help="occurred_at at or after (UTC).")] = None,
     until: Annotated[datetime | None, typer.Option(help="occurred_at before (UTC).")] = None,
 ) -> None:
@@ -131,7 +134,9 @@ def audit_export(
         raise typer.Exit(2)
     settings = Settings.from_env()
     store = Store(settings.clickhouse_dsn)
-    selection = Selection(kind=kind, operator_id=operator, rule_id=rule, since=since, until=until)
+    selection = Selection(
+        kind=kind, operator_id=operator, rule_id=rule, violation_id=violation_id, since=since, until=until
+    )
     try:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("selecting entries", total=None)

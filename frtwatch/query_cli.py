@@ -21,6 +21,7 @@ query_app = typer.Typer(
     help="Ask the regulators' API (FRTWATCH_API_URL, FRTWATCH_API_TOKEN).", no_args_is_help=True
 )
 console = Console(stderr=True)
+STATUSES = ("open", "retracted")
 
 ApiUrl = Annotated[
     str | None, typer.Option(envvar="FRTWATCH_API_URL", help="Default http://127.0.0.1:FRTWATCH_API_PORT.")
@@ -122,17 +123,42 @@ def violations(
     rule: Annotated[str | None, typer.Option(help="rule_id.")] = None,
     severity: Annotated[str | None, typer.Option(help="critical, high, medium, low or info.")] = None,
     pack: Annotated[str | None, typer.Option(help="policy pack.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only violations now open, or now retracted by a late fact.")
+    ] = None,
     since: Since = None,
     until: Until = None,
     limit: Limit = 100,
     all_pages: All = False,
 ) -> None:
-    """Violations, oldest first."""
+    """Violations, oldest first, each once as it stands now: its current record with its
+    "status" (open or retracted) and how many "records" it has (`query violation ID`: them all)."""
+    if status not in (None, *STATUSES):
+        console.print(f"[red]--status must be one of {', '.join(STATUSES)}[/red]")
+        raise typer.Exit(2)
     params = {
         "operator_id": operator, "site_id": site, "device_id": device, "rule_id": rule,
-        "severity": severity, "policy_pack": pack, "since": since, "until": until, "limit": limit,
+        "severity": severity, "policy_pack": pack, "status": status, "since": since, "until": until,
+        "limit": limit,
     }  # fmt: skip
     _print_items(Api(api_url, token).pages("/v1/violations", params, all_pages))
+
+
+@query_app.command("violation")
+def violation(
+    violation_id: Annotated[str, typer.Argument(help="The violation's violation_id.")],
+    token: Token,
+    api_url: ApiUrl = None,
+) -> None:
+    """A violation's history: every record of it in log order (the original, any retraction or
+    late detection), the last one its current state."""
+    found = Api(api_url, token).get(f"/v1/violations/{quote(violation_id, safe='')}/history", {})
+    if not found["items"]:
+        console.print(f"[red]no record of violation {violation_id} among the operators you may read[/red]")
+        raise typer.Exit(1)
+    for item in found["items"]:
+        sys.stdout.write(json.dumps(item, ensure_ascii=False) + "\n")
+    console.print(f"{len(found['items'])} records; violation {violation_id} is {found['status']}")
 
 
 @query_app.command("subject")
@@ -202,15 +228,19 @@ def export(
     rule: Annotated[str | None, typer.Option(help="rule_id.")] = None,
     severity: Annotated[str | None, typer.Option(help="critical, high, medium, low or info.")] = None,
     pack: Annotated[str | None, typer.Option(help="policy pack.")] = None,
+    violation_id: Annotated[
+        str | None, typer.Option("--violation", help="Every record of this violation_id.")
+    ] = None,
     since: Since = None,
     until: Until = None,
 ) -> None:
     """Download an export with inclusion proofs and the signed checkpoint; check it with
-    `frtwatch verify FILE --public-key KEY`."""
+    `frtwatch verify FILE --public-key KEY`. Every record of a violation is an entry (its
+    history); a table names each one's current_status."""
     params = {
         "format": format, "kind": kind, "operator_id": operator, "site_id": site, "device_id": device,
         "subject_ref": subject, "rule_id": rule, "severity": severity, "policy_pack": pack,
-        "since": since, "until": until,
+        "violation_id": violation_id, "since": since, "until": until,
     }  # fmt: skip
     Api(api_url, token).download("/v1/export", params, out)
     console.print(f"written to {out}; check it with: frtwatch verify {out} --public-key KEY")

@@ -1,13 +1,16 @@
 """The regulators' API against the real pipeline: simulator -> Kafka -> processor worker ->
 `frtwatch api serve` (the API with the audit sink in one process, owning chDB). Scoped answers,
 the terminal client, exports that verify, schemathesis, and the role x endpoint x jurisdiction
-matrix with every call found afterwards in the audit log."""
+matrix with every call found afterwards in the audit log. And a violation's revisions: records
+on frt.violations.v1 through the real sink into chDB, shown as each violation's current state
+and history, exported and verified."""
 
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,10 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
+import uvicorn
+from kafka import KafkaProducer
 
-from audit.access import add_principal, set_jurisdiction
+from audit.access import AccessFile, add_principal, set_jurisdiction
+from audit.api import Service, create_app
+from audit.bundle import verify_bundle
+from audit.checkpoint import Signer
+from audit.query_log import QueryLog
+from audit.sink import AuditSink
 from audit.store import Store
+from audit.tables import check_table, read_archive
+from contracts import Violation, topics
+from contracts.artifacts import example_violation
 from frtwatch.stack.kafka import KafkaCluster
 from frtwatch.stack.process import free_ports
 from tests.conftest import running_kafka
@@ -138,8 +152,12 @@ def test_answers_are_scoped_paged_and_exported_verifiably(stack: ApiStack) -> No
     assert {v["operator_id"] for v in stack.all_pages("reg-south", "/v1/violations", limit=1000)} <= set(
         SOUTH
     )
-    summary = stack.get("reg-north", "/v1/summary").json()
-    assert len(north) == sum(v["count"] for v in summary["violations"])
+    summary = stack.get("reg-north", "/v1/summary").json()  # by current state: each violation once
+    assert len(north) == sum(v["count"] + v["retracted"] for v in summary["violations"])
+    assert {v["status"] for v in north} <= {"open", "retracted"}
+    standing = [v for v in north if v["status"] == "open"]
+    assert stack.all_pages("reg-north", "/v1/violations", limit=1000, status="open") == standing
+    assert len(standing) == sum(v["count"] for v in summary["violations"])
 
     # Small pages with cursors give the same entries, once each, in (occurred_at, seq) order.
     paged = stack.all_pages("reg-north", "/v1/violations", limit=7)
@@ -222,8 +240,9 @@ def test_metrics_pages_pass_promtool_and_count_what_happened(stack: ApiStack) ->
     lags = [v for k, v in processor.items() if k.startswith("frtwatch_processor_consumer_lag_messages{")]
     assert len(lags) == PARTITIONS and not any(lags)  # one worker reads every partition, all read
     summary = stack.get("ops", "/v1/summary").json()
-    written = sink['frtwatch_sink_entries_written_total{kind="violation"}']
-    assert written == sum(v["count"] for v in summary["violations"]) == len(want)
+    written = sink['frtwatch_sink_entries_written_total{kind="violation"}']  # every record once
+    assert sum(v["count"] for v in summary["violations"]) == len(want)  # those that stand
+    assert written >= sum(v["count"] + v["retracted"] for v in summary["violations"])
     assert sink["frtwatch_sink_write_failures_total"] == 0
 
 
@@ -268,6 +287,8 @@ MATRIX = [
     row("/v1/violations", {}, 200, 200, 200),
     row("/v1/violations", {"operator_id": "op-000"}, 200, 403, 200),
     row("/v1/violations", {"operator_id": "op-002"}, 403, 200, 403),
+    row("/v1/violations", {"status": "retracted"}, 200, 200, 200),
+    row("/v1/violations/0000/history", {}, 200, 200, 200),  # none: scope, not existence, decides
     row(SUBJECT, {}, 200, 200, 200),
     row(SUBJECT, {"operator_id": "op-000"}, 200, 403, 200),
     row(DEVICE, {}, 200, 200, 200),
@@ -329,3 +350,222 @@ def test_without_kafka_for_the_query_record_nothing_is_answered(
         assert "violations" not in answer.text
     finally:
         server.kill()
+
+
+LATE_CONSENT = "7c1e9a52-2f4b-4d0a-9a51-2b8f3c0d6e11"
+
+
+def violation(n: int, operator_id: str, occurred_at: str) -> Violation:
+    example = msgspec.json.decode(example_violation(), type=Violation)
+    return msgspec.structs.replace(
+        example,
+        violation_id=f"v-{n:04d}",
+        operator_id=operator_id,
+        event_ids=[f"0b7c6f1e-5a41-4d6e-9c3b-{n:012d}"],
+        occurred_at=occurred_at,
+    )
+
+
+def retraction(of: Violation) -> Violation:
+    return msgspec.structs.replace(
+        of,
+        status="retracted",
+        revised_at="2026-11-21T09:30:00.000Z",
+        revised_by=[LATE_CONSENT],
+        explanation="The subject's consent, given before the recognition, arrived late: the "
+        "violation no longer stands.",
+    )
+
+
+@dataclass
+class RevisedLog:
+    url: str
+    tokens: dict[str, str]
+    store: Store  # the API's client of the log
+    sink: AuditSink
+    key: str
+
+    def get(self, who: str, path: str, **params: Any) -> httpx.Response:
+        return httpx.get(
+            self.url + path,
+            params=params,
+            headers={"Authorization": f"Bearer {self.tokens[who]}"},
+            timeout=60,
+        )
+
+
+@pytest.fixture
+def revised_log(kafka_alone: KafkaCluster, tmp_path: Path) -> Iterator[RevisedLog]:
+    """A violation, a second violation and its retraction (each record delivered twice) and a
+    violation of another jurisdiction, on frt.violations.v1; the audit sink writing them into
+    chDB; the API over that log, served here (with its query records on this Kafka)."""
+    retracted = violation(1, "op-000", "2026-11-21T08:01:00.250Z")
+    standing = violation(2, "op-000", "2026-11-21T08:02:00.000Z")
+    foreign = violation(3, "op-002", "2026-11-21T08:03:00.000Z")
+    producer = KafkaProducer(bootstrap_servers=kafka_alone.bootstrap_servers, acks="all")
+    for record in (retracted, retracted, standing, retraction(retracted), retraction(retracted), foreign):
+        # Keyed by violation_id, as the processor does: one violation's records stay in order.
+        producer.send(topics.VIOLATIONS, key=record.violation_id.encode(), value=msgspec.json.encode(record))
+    producer.flush()
+    producer.close()
+
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    signer = Signer.load_or_create(tmp_path / "audit.key")
+    store, sink_store = Store(dsn), Store(dsn)
+    store.migrate()
+    sink = AuditSink(
+        sink_store, signer, kafka_alone.bootstrap_servers, batch_seconds=0.2, checkpoint_seconds=0.5
+    )
+    stopping = threading.Event()
+    sink_thread = threading.Thread(target=sink.run, args=(stopping.is_set,), daemon=True)
+    sink_thread.start()
+    access = tmp_path / "api-access.yaml"
+    set_jurisdiction(access, "north", list(NORTH))
+    set_jurisdiction(access, "south", list(SOUTH))
+    tokens = {
+        "reg-north": add_principal(access, "reg-north", "regulator", jurisdiction="north"),
+        "reg-south": add_principal(access, "reg-south", "regulator", jurisdiction="south"),
+        "op-000": add_principal(access, "op-000", "operator", operator_id="op-000"),
+        "ops": add_principal(access, "ops", "ops"),
+    }
+    query_log = QueryLog(kafka_alone.bootstrap_servers)
+    (port,) = free_ports(1)
+    app = create_app(Service(store, AccessFile(access), query_log, signer))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server_thread = threading.Thread(target=server.run, daemon=True)
+    server_thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not (server.started and (store.latest_checkpoint() or (0, ""))[0] >= 4):
+            assert time.monotonic() < deadline, f"the sink wrote {sink.stats}"
+            assert sink_thread.is_alive() and server_thread.is_alive()
+            time.sleep(0.2)
+        yield RevisedLog(f"http://127.0.0.1:{port}", tokens, store, sink, signer.vkey())
+    finally:
+        server.should_exit = True
+        server_thread.join(timeout=30)
+        stopping.set()
+        sink_thread.join(timeout=60)
+        query_log.close()
+        store.close()
+        sink_store.close()
+
+
+def test_a_retraction_is_kept_and_shown_as_its_violations_current_state(
+    revised_log: RevisedLog, tmp_path: Path
+) -> None:
+    log = revised_log
+    # Every record once: the redeliveries are repeats, the retraction an entry of its own.
+    rows = log.store.client.query(
+        f"SELECT entry_id, violation_id, status FROM {log.store.db}.audit_log WHERE kind = 'violation'"
+        " ORDER BY seq"
+    ).result_rows
+    retraction_id = retraction(violation(1, "op-000", "2026-11-21T08:01:00.250Z")).revision_id
+    assert sorted(rows) == [
+        ("v-0001", "v-0001", "open"),
+        (retraction_id, "v-0001", "retracted"),
+        ("v-0002", "v-0002", "open"),
+        ("v-0003", "v-0003", "open"),
+    ]
+    assert [r[0] for r in rows].index("v-0001") < [r[0] for r in rows].index(retraction_id)
+    assert log.sink.stats.repeats == 2
+
+    # The listing: each violation once, as its last record, with its current status.
+    listed = log.get("reg-north", "/v1/violations").json()["items"]
+    assert [(v["entry_id"], v["status"], v["records"]) for v in listed] == [
+        (retraction_id, "retracted", 2),
+        ("v-0002", "open", 1),
+    ]
+    assert listed[0]["record"]["status"] == "retracted" and listed[0]["record"]["revised_by"] == [
+        LATE_CONSENT
+    ]
+    for status, want in (("retracted", ["v-0001"]), ("open", ["v-0002"])):
+        found = log.get("reg-north", "/v1/violations", status=status).json()["items"]
+        assert [v["record"]["violation_id"] for v in found] == want
+    assert log.get("reg-north", "/v1/violations", status="closed").status_code == 422
+    paged = log.get("op-000", "/v1/violations", limit=1).json()
+    following = log.get("op-000", "/v1/violations", limit=1, cursor=paged["next_cursor"]).json()
+    assert [v["entry_id"] for v in paged["items"] + following["items"]] == [v["entry_id"] for v in listed]
+    assert following["next_cursor"] is None
+    south = log.get("reg-south", "/v1/violations").json()["items"]
+    assert [(v["entry_id"], v["status"]) for v in south] == [("v-0003", "open")]
+
+    # Its history: both records in log order, for whoever may read its operator, and nobody else.
+    for who in ("reg-north", "op-000"):
+        history = log.get(who, "/v1/violations/v-0001/history").json()
+        assert history["status"] == "retracted"
+        assert [i["entry_id"] for i in history["items"]] == ["v-0001", retraction_id]
+        assert "status" not in history["items"][0]["record"]  # an original, byte for byte as before
+        assert history["items"][0]["seq"] < history["items"][1]["seq"]
+    outside = log.get("reg-south", "/v1/violations/v-0001/history").json()  # as if there were none
+    assert (outside["items"], outside["status"]) == ([], None)
+    assert log.get("reg-north", "/v1/violations/v-0404/history").json() == {
+        **outside,
+        "violation_id": "v-0404",
+    }
+    assert log.get("ops", "/v1/violations/v-0001/history").status_code == 403
+    assert log.get("reg-south", "/v1/violations/v-0003/history").json()["status"] == "open"
+
+    # Counts by current state: a retracted violation is counted once, as retracted.
+    counts = {v["operator_id"]: v for v in log.get("ops", "/v1/summary").json()["violations"]}
+    assert {k: (v["count"], v["retracted"]) for k, v in counts.items()} == {
+        "op-000": (1, 1),
+        "op-002": (1, 0),
+    }
+
+    # The terminal client says the same.
+    env = {
+        **os.environ,
+        "FRTWATCH_HOME": str(tmp_path),
+        "FRTWATCH_API_URL": log.url,
+        "FRTWATCH_API_TOKEN": log.tokens["reg-north"],
+    }
+
+    def frtwatch(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "frtwatch", *args], env=env, capture_output=True, text=True, timeout=300
+        )
+
+    listed_cli = frtwatch("query", "violations", "--status", "retracted")
+    assert listed_cli.returncode == 0, listed_cli.stderr
+    assert [json.loads(line)["entry_id"] for line in listed_cli.stdout.splitlines()] == [retraction_id]
+    history_cli = frtwatch("query", "violation", "v-0001")
+    assert history_cli.returncode == 0, history_cli.stderr
+    assert [json.loads(line)["entry_id"] for line in history_cli.stdout.splitlines()] == [
+        "v-0001",
+        retraction_id,
+    ]
+    assert "is retracted" in history_cli.stderr
+    assert frtwatch("query", "violation", "v-0003").returncode == 1  # another jurisdiction's
+
+    # Exports hold every record, and verify; a changed or dropped retraction does not.
+    archive = tmp_path / "violations.csv.zip"
+    made = frtwatch("query", "export", "--kind", "violation", "--format", "csv", "-o", str(archive))
+    assert made.returncode == 0, made.stderr
+    checked = frtwatch("verify", str(archive), "--public-key", log.key)
+    assert checked.returncode == 0 and checked.stdout.startswith("OK 3 entries"), checked.stdout
+    _, table = read_archive(archive)
+    assert [
+        (r["entry_id"], r["status"], r["current_status"]) for r in table if r["violation_id"] == "v-0001"
+    ] == [
+        ("v-0001", "open", "retracted"),
+        (retraction_id, "retracted", "retracted"),
+    ]
+    answer = log.get("reg-north", "/v1/export", violation_id="v-0001", format="json")
+    assert answer.status_code == 200, answer.text
+    bundle = answer.json()
+    assert len(bundle["entries"]) == 2 and verify_bundle(bundle, log.key).ok
+    tampered = json.loads(json.dumps(bundle))
+    tampered["entries"][1]["body"] = tampered["entries"][1]["body"].replace('"retracted"', '"open"')
+    assert "not in the checkpoint's tree" in " ".join(verify_bundle(tampered, log.key).problems)
+    dropped = json.loads(json.dumps(bundle))
+    del dropped["entries"][1]
+    assert "statement does not match" in " ".join(verify_bundle(dropped, log.key).problems)
+    path = tmp_path / "tampered.json"
+    path.write_text(json.dumps(tampered))
+    refused = frtwatch("verify", str(path), "--public-key", log.key)
+    assert refused.returncode == 1 and "FAIL" in refused.stdout
+    # A table that hides the retraction (shows the violation open) is caught against the bundle.
+    for r in table:
+        r["current_status"] = "open"
+    assert any("current_status differs" in p for p in check_table(read_archive(archive)[0], table))

@@ -46,6 +46,52 @@ def test_every_migration_applies_and_reverses(tmp_path: Path) -> None:
         store.close()
 
 
+def test_violations_logged_before_revisions_read_as_open_originals(tmp_path: Path) -> None:
+    """Rows written before migration 0005 have no violation_id or status: each reads as an open
+    original of its own violation, and a retraction written after it revises it."""
+    import msgspec
+
+    from audit import queries
+    from audit.checkpoint import Signer
+    from audit.entries import violation
+    from audit.selection import Selection
+    from audit.sink import AuditSink
+    from contracts import Violation, topics
+    from contracts.artifacts import example_violation
+
+    original = msgspec.json.decode(example_violation(), type=Violation)
+    store = Store(f"chdb://{tmp_path / 'ch'}")
+    try:
+        migrate.upgrade(store.client, store.db, target=4)
+        old = violation(msgspec.json.encode(original), f"{topics.VIOLATIONS}:0:0")
+        before = [c for c in COLUMNS if c not in ("violation_id", "status")]
+        store.client.insert(
+            f"{store.db}.audit_log", [old.row(0, datetime.now(UTC))[: len(before)]], column_names=before
+        )
+        assert [m.version for m in migrate.upgrade(store.client, store.db)] == [5]
+        listed, _ = queries.violations(store, Selection(), 10)
+        assert [(v["entry_id"], v["status"], v["records"]) for v in listed] == [
+            (original.violation_id, "open", 1)
+        ]
+        sink = AuditSink(store, Signer.load_or_create(tmp_path / "key"), "unused:9092")
+        sink.recover()
+        retracted = msgspec.structs.replace(
+            original, status="retracted", revised_at=original.detected_at, revised_by=["e-late"]
+        )
+        sink._append(
+            [violation(msgspec.json.encode(r), f"{topics.VIOLATIONS}:0:1") for r in (original, retracted)]
+        )
+        assert sink.stats.repeats == 1  # the original again: already in the log
+        listed, _ = queries.violations(store, Selection(), 10)
+        assert [(v["entry_id"], v["status"], v["records"]) for v in listed] == [
+            (retracted.revision_id, "retracted", 2)
+        ]
+        history = queries.history(store, Selection(violation_id=original.violation_id))
+        assert [h["entry_id"] for h in history] == [original.violation_id, retracted.revision_id]
+    finally:
+        store.close()
+
+
 def test_a_crash_between_rows_and_leaves_leaves_no_trace(tmp_path: Path) -> None:
     """The rows land, then (by the materialized view) their leaves: rows whose leaves never
     landed are dropped on recovery, and the replayed batch is written once."""
@@ -103,6 +149,14 @@ def test_the_audit_log_holds_exactly_the_pipeline_output_through_kill_9_of_the_s
             sink.stop()
 
     violations = check_audit_log(kafka_alone, tmp_path)
+    store = Store(f"chdb://{tmp_path / 'data' / 'clickhouse'}")
+    try:  # every record of every violation: a revised one has more than one
+        records = int(
+            store.client.command(f"SELECT count() FROM {store.db}.audit_log WHERE kind = 'violation'")
+        )
+    finally:
+        store.close()
+    assert records >= len(violations)
 
     # A regulator's export verifies offline with the public key; a changed row does not.
     env = {**os.environ, "FRTWATCH_HOME": str(tmp_path)}
@@ -117,9 +171,7 @@ def test_the_audit_log_holds_exactly_the_pipeline_output_through_kill_9_of_the_s
     assert exported.returncode == 0, exported.stderr
     key = frtwatch("audit", "public-key").stdout.strip()
     checked = frtwatch("verify", str(bundle), "--public-key", key)
-    assert checked.returncode == 0 and checked.stdout.startswith(f"OK {len(violations)} entries"), (
-        checked.stdout
-    )
+    assert checked.returncode == 0 and checked.stdout.startswith(f"OK {records} entries"), checked.stdout
     document = json.loads(bundle.read_text())
     document["entries"][0]["body"] = document["entries"][0]["body"].replace("FRT-", "FRT-X")
     bundle.write_text(json.dumps(document))

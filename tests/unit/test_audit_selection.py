@@ -154,3 +154,10 @@ def test_garbage_is_not_a_cursor(garbage: str) -> None:
 def test_non_ascii_digits_are_not_a_cursor(digits: str) -> None:
     with pytest.raises(ValueError, match="not a cursor"):
         Cursor.decode(digits)
+
+
+def test_a_violation_id_selects_every_record_of_that_violation() -> None:
+    clause, parameters = Selection(kind="violation", violation_id="v-1").where()
+    assert clause == "kind = %(kind)s AND violation_id = %(violation_id)s"
+    assert parameters == {"kind": "violation", "violation_id": "v-1"}
+    assert Selection(violation_id="v-1").describe() == {"violation_id": "v-1"}
