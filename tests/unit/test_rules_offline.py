@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts.records import Violation
 from stream_processors.rules.examples import load_examples, run_example
 from stream_processors.rules.pack import available_packs, load_pack
 
@@ -76,13 +77,13 @@ def test_rules_eval_agrees_exactly_with_the_simulator_ground_truth(tmp_path: Pat
     )
     assert result.returncode == 0, result.stderr[-2000:]
 
-    found = [json.loads(line) for line in result.stdout.splitlines()]
+    found = [Violation(**json.loads(line)) for line in result.stdout.splitlines()]
     expected = [json.loads(line) for line in truth.read_text().splitlines()]
     want = {(e["policy_pack"], e["rule_id"], e["event_id"]) for e in expected if e["expect"] == "violation"}
-    got = [(v["policy_pack"], v["rule_id"], v["event_ids"][0]) for v in found]
-    assert len(got) == len(set(got)), "a violation was reported twice"
-    assert set(got) == want
-    assert len({v["violation_id"] for v in found}) == len(found)
+    assert len({v.revision_id for v in found}) == len(found), "a record was reported twice"
+    current = {v.violation_id: v for v in found}  # the last record of a violation is its state
+    got = {(v.policy_pack, v.rule_id, v.event_ids[0]) for v in current.values() if v.status == "open"}
+    assert got == want
 
     refused = Counter(line.split(": ")[1] for line in result.stderr.splitlines() if line.startswith("line "))
     kinds = Counter(e["kind"] for e in expected if e["expect"] == "dead_letter")
