@@ -2,6 +2,7 @@
 
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -288,7 +289,13 @@ def rules_test(pack: PackOption = None, extensions: ExtensionsOption = None) -> 
 
 @rules_app.command("eval")
 def rules_eval(
-    file: Annotated[str, typer.Argument(help="Events as JSON Lines, in arrival order; '-' for stdin.")],
+    file: Annotated[
+        str,
+        typer.Argument(
+            help="Events as JSON Lines, in arrival order; '-' for stdin; or an export archive (.zip), "
+            "whose accepted events are judged in log order."
+        ),
+    ],
     pack: PackOption = None,
     extensions: ExtensionsOption = None,
     keys: Annotated[
@@ -327,9 +334,10 @@ def rules_eval(
         for violation in violations:
             out.write(encoder.encode(violation) + b"\n")
 
-    stream = sys.stdin.buffer if file == "-" else Path(file).open("rb")  # noqa: SIM115 - closed below
+    stream = sys.stdin.buffer if file == "-" or file.endswith(".zip") else Path(file).open("rb")  # noqa: SIM115
     with stream:
-        for number, line in read_lines(stream):
+        lines = _archived_events(Path(file)) if file.endswith(".zip") else read_lines(stream)
+        for number, line in lines:
             total += 1
             if isinstance(line, int):
                 refused += 1
@@ -350,6 +358,20 @@ def rules_eval(
         f"; {stats.late_events} late event(s); {stats.retractions} retracted, {stats.late_detections} found "
         f"late, {stats.beyond_horizon} fact(s) past the horizon"
     )
+
+
+def _archived_events(path: Path) -> Iterator[tuple[int, bytes | int]]:
+    """The accepted events of an export archive, in log order, as (number, line)."""
+    from audit.tables import read_archive
+
+    try:
+        _, rows = read_archive(path)
+    except (OSError, ValueError, KeyError) as error:
+        errors.print(f"[red]cannot read export archive {path}:[/] {error}")
+        raise typer.Exit(2) from None
+    events = sorted((int(r["seq"]), str(r["body"])) for r in rows if r.get("entry_kind") == "event")
+    for number, (_, body) in enumerate(events, 1):
+        yield number, body.encode()
 
 
 @app.command("simulate")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from audit import entries, tables
 from contracts.records import Violation
 from stream_processors.rules.examples import load_examples, run_example
 from stream_processors.rules.pack import available_packs, load_pack
@@ -117,6 +118,30 @@ def test_rules_eval_judges_a_year_old_history(tmp_path: Path) -> None:
         current[record["violation_id"]] = record
     got = {(v["policy_pack"], v["rule_id"], v["event_ids"][0]) for v in current.values() if "status" not in v}
     assert want and got == want
+
+    # The same history as the audit log exports it: rules eval reads the archive's events.
+    archive = tmp_path / "export.zip"
+    stored = []
+    for seq, line in enumerate(events.read_bytes().splitlines()):
+        entry = entries.accepted_event(line, f"frt.events.v1:0:{seq}")
+        values = dict(zip(entries.COLUMNS, entry.row(seq, entries.recorded_now()), strict=True))
+        stored.append({column: values[column] for column in tables.STORED_COLUMNS})
+    with archive.open("wb") as out:
+        tables.write_archive(out, {}, tables.table(stored), "csv")
+    from_archive = subprocess.run(
+        [sys.executable, "-m", "frtwatch", "rules", "eval", str(archive)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert from_archive.returncode == 0, from_archive.stderr[-2000:]
+    assert verdicts(from_archive.stdout) == verdicts(result.stdout)
+
+
+def verdicts(output: str) -> list[dict[str, object]]:
+    """Records as rules eval printed them, without the processing times."""
+    records = [json.loads(line) for line in output.splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("detected_at", "revised_at")} for r in records]
 
 
 def test_an_invalid_pack_is_refused_naming_the_file_and_the_rule(tmp_path: Path) -> None:
