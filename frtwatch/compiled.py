@@ -33,6 +33,7 @@ MODULES = (
     "stream_processors.admission",
     "stream_processors.judge",
     "stream_processors.rules.engine",
+    "stream_processors.rules.evidence",
     "stream_processors.rules.facts",
     "stream_processors.rules.predicates",
 )

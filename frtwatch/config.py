@@ -52,7 +52,7 @@ class Settings:
     keys_file: Path | None = None  # device and back-office signing keys (JSON)
     grace_seconds: float = 10.0  # event time to wait for late consents and registrations
     revision_hours: float = 24.0  # event time within which a later fact revises verdicts (0: never)
-    revision_evidence: int = 200_000  # decided events a worker keeps for revisions, at most
+    revision_evidence: int = 200_000  # decided events a worker keeps for revisions, at most (all lanes)
     stall_seconds: float = 60.0  # a worker whose recovery or a lane of it is stuck this long starts over
     audit_retention_days: int | None = None  # audit entry bodies expire after this; None: kept
     api_port: int = 8088  # the regulators' API

@@ -152,7 +152,8 @@ judge = Judge(
     published_window=None,
     grace=timedelta(seconds=settings.grace_seconds),
     horizon=timedelta(hours=settings.revision_hours),
-    evidence_limit=settings.revision_evidence,
+    # The worker's evidence for revisions, split among the lanes it may hold (each has an engine).
+    evidence_limit=settings.revision_evidence // settings.events_partitions,
     # Input sources are the partitions of frt.events.v1 (a judged event's origin is partition:offset).
     sources=tuple(str(partition) for partition in range(settings.events_partitions)),
     marks_only=True,

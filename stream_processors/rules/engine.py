@@ -8,16 +8,15 @@ stream goes quiet (every source's reader reports it has caught up), ``tick`` let
 time stand in for event time. Cases that need no waiting are decided at once.
 
 A fact can still come later than the grace period (contract.md, "Verdict revisions"). Within
-the revision horizon the engine keeps the decided events a late fact could change (see
-``Evidence``): a late fact has the events of its subject, device or registry judged again,
-and every verdict that changed comes out as a revision, a retraction or a violation found
-late. A fact later than the horizon is counted, and verdicts stand.
+the revision horizon the engine keeps the decided events a late fact could change
+(stream_processors/rules/evidence.py): a late fact has the events of its subject, device or
+registry judged again, and every verdict that changed comes out as a revision, a retraction or
+a violation found late. A fact later than the horizon is counted, and verdicts stand.
 """
 
 import hashlib
 import heapq
 import itertools
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ import msgspec
 from contracts.events import ConsentGranted, ConsentWithdrawn, DeviceRegistered, Envelope, RegistrySnapshot
 from contracts.records import Violation
 from contracts.timestamps import format_timestamp, parse_timestamp
+from stream_processors.rules.evidence import Evidence, Key, Opened, epoch_ms, from_epoch_ms
 from stream_processors.rules.facts import DEVICE_FACTS, Consent, Facts, Registration
 from stream_processors.rules.pack import Case, Condition, Pack, Rule
 from stream_processors.rules.predicates import PREDICATES, Context
@@ -35,7 +35,7 @@ from stream_processors.rules.predicates import PREDICATES, Context
 DEFAULT_GRACE = timedelta(seconds=10)
 DEFAULT_HORIZON = timedelta(hours=24)
 # Decided events kept for revision, at most: the horizon's memory does not grow with every
-# event judged (see Evidence). About 0.5 KiB each.
+# event judged (stream_processors/rules/evidence.py).
 DEFAULT_EVIDENCE_LIMIT = 200_000
 
 
@@ -99,18 +99,6 @@ class Stats:
     beyond_evidence: int = 0  # late facts older than the evidence kept: a revision may be missed
 
 
-Key = tuple[str, ...]
-
-
-class _Decided:
-    """A decided event a late fact could still change, with its violations now open."""
-
-    __slots__ = ("at", "event", "keys", "open")
-
-    def __init__(self, event: Envelope, at: datetime, keys: tuple[Key, ...], open: tuple[Violation, ...]):
-        self.event, self.at, self.keys, self.open = event, at, keys, open
-
-
 def _keys(event: Envelope) -> tuple[Key, ...]:
     """What a late fact names to find the decided events it concerns: the subject (consents),
     the device (registrations), the operator's registry (snapshots)."""
@@ -123,52 +111,6 @@ def _keys(event: Envelope) -> tuple[Key, ...]:
     if isinstance(event, RegistrySnapshot):
         keys.append(("registry", event.operator_id))
     return tuple(keys)
-
-
-class Evidence:
-    """Decided events within the revision horizon, oldest first, and by key.
-
-    Bounded twice: by the horizon in event time, and by ``limit`` events, so memory stays flat
-    however long the horizon and however fast the stream (at 5,000 events/s a day would be 432
-    million events). Events pushed out by the limit before the horizon lower nothing but the
-    reach of revisions: ``floor`` is the event time below which the evidence may be incomplete.
-    The audit log keeps every accepted event, for judging again offline."""
-
-    def __init__(self, horizon: timedelta, limit: int) -> None:
-        self.horizon, self.limit = horizon, limit
-        self._all: deque[_Decided] = deque()
-        self._by_key: dict[Key, deque[_Decided]] = {}
-        self.floor: datetime | None = None
-
-    def __len__(self) -> int:
-        return len(self._all)
-
-    def keep(self, decided: _Decided, watermark: datetime | None) -> None:
-        self._all.append(decided)
-        for key in decided.keys:
-            kept = self._by_key.get(key)
-            if kept is None:
-                kept = self._by_key[key] = deque()
-            kept.append(decided)
-        oldest = None if watermark is None else watermark - self.horizon
-        kept = self._all
-        while kept and (len(kept) > self.limit or (oldest is not None and kept[0].at < oldest)):
-            self._drop(oldest)
-
-    def _drop(self, oldest: datetime | None) -> None:
-        # Both the whole and each key's deque are in keeping order: the oldest is leftmost in all.
-        decided = self._all.popleft()
-        if oldest is None or decided.at >= oldest:  # pushed out by the limit, not by the horizon
-            self.floor = decided.at if self.floor is None else max(self.floor, decided.at)
-        for key in decided.keys:
-            kept = self._by_key[key]
-            kept.popleft()
-            if not kept:
-                del self._by_key[key]
-
-    def since(self, key: Key, at: datetime) -> list[_Decided]:
-        """The kept events of ``key`` at or after event time ``at``."""
-        return [d for d in self._by_key.get(key, ()) if d.at >= at]
 
 
 class Engine:
@@ -192,6 +134,7 @@ class Engine:
         self.stats = Stats()
         self._packs = packs
         self._by_type: dict[str, list[_Entry]] = {}
+        self._entries: list[_Entry] = []  # by order
         order = itertools.count()
         for pack in packs:
             for rule in pack.rules:
@@ -204,6 +147,7 @@ class Engine:
                         case.waits,
                         any(c.name == "device_unregistered" for c in case.when),
                     )
+                    self._entries.append(entry)
                     for event_type in case.on:
                         self._by_type.setdefault(event_type, []).append(entry)
         # What is asked of an event: at once; after its grace period, its device known or not
@@ -215,8 +159,8 @@ class Engine:
             t: _groups(e for e in es if e.about_registration) for t, es in self._by_type.items()
         }
         self._any_waits = {t: any(e.waits for e in entries) for t, entries in self._by_type.items()}
-        # (due, order, event, at, device known on arrival, its immediate violations)
-        self._pending: list[tuple[datetime, int, Envelope, datetime, bool, list[Violation]]] = []
+        # (due, order, event, at, device known on arrival, its immediate violations, kept compactly)
+        self._pending: list[tuple[datetime, int, Envelope, datetime, bool, tuple[Opened, ...]]] = []
         self._order = itertools.count()
         self._watermark: datetime | None = None  # event time: never moves backwards
         # The latest event time each input source reached; None: expected, not heard from yet.
@@ -245,10 +189,14 @@ class Engine:
         entries = self._by_type.get(event.event_type, ())
         device = self._device_for(event, at)
         device_known = device is not None or event.device_id is None
-        immediate = []
+        immediate: tuple[Opened, ...] = ()
         if device_known:
-            immediate = self._judge(event, at, device, previous, self._immediate.get(event.event_type, ()))
-            found += immediate
+            fired = self._fire(event, at, device, previous, self._immediate.get(event.event_type, ()))
+            if fired:
+                detected = self.clock()
+                self.stats.violations += len(fired)
+                found += self._made(event, device, fired, detected)
+                immediate = self._opened(device, fired, detected)
         self.last_queued = self._any_waits.get(event.event_type, False) or bool(entries and not device_known)
         if self.last_queued:
             heapq.heappush(
@@ -391,17 +339,27 @@ class Engine:
                 asked = self._unregistered
             else:
                 asked = self._waiting if device_known else self._all
-            decided = self._judge(event, at, device, None, asked.get(event.event_type, ()))
-            found += decided
-            self._keep(event, at, immediate + decided)
+            fired = self._fire(event, at, device, None, asked.get(event.event_type, ()))
+            if fired:
+                detected = self.clock()
+                self.stats.violations += len(fired)
+                found += self._made(event, device, fired, detected)
+                immediate += self._opened(device, fired, detected)
+            self._keep(event, at, immediate)
         self.stats.pending = len(self._pending)
         return found
 
     # -- revisions -----------------------------------------------------------------------------
 
-    def _keep(self, event: Envelope, at: datetime, violations: list[Violation]) -> None:
+    def _keep(self, event: Envelope, at: datetime, opened: tuple[Opened, ...]) -> None:
         if self.evidence is not None:
-            self.evidence.keep(_Decided(event, at, _keys(event), tuple(violations)), self._watermark)
+            self.evidence.keep(event, at, _keys(event), opened, self._watermark)
+
+    def _opened(
+        self, device: Registration | None, fired: list[_Entry], detected: datetime
+    ) -> tuple[Opened, ...]:
+        registration = device.event_id if device is not None else None
+        return tuple((entry.order, epoch_ms(detected), registration) for entry in fired)
 
     def _revise(self, fact: Envelope, at: datetime) -> list[Violation]:
         """Judge again the decided events a late ``fact`` concerns; return what changed."""
@@ -414,12 +372,12 @@ class Engine:
         if evidence.floor is not None and at < evidence.floor:
             self.stats.beyond_evidence += 1
         found: list[Violation] = []
-        for decided in evidence.since(_fact_key(fact), at):
-            found += self._judge_again(decided, fact)
+        for number, event, moment in evidence.since(_fact_key(fact), at):
+            found += self._judge_again(number, event, moment, fact)
         return found
 
-    def _judge_again(self, decided: _Decided, fact: Envelope) -> list[Violation]:
-        event, at = decided.event, decided.at
+    def _judge_again(self, number: int, event: Envelope, at: datetime, fact: Envelope) -> list[Violation]:
+        assert self.evidence is not None
         device = self._device_for(event, at)
         previous = None
         if device is None and event.device_id is not None:
@@ -428,52 +386,59 @@ class Engine:
             asked = self._all
             if isinstance(event, DeviceRegistered):
                 previous = self.facts.before(event.device_id, event.event_id)
-        now = self._judge(event, at, device, previous, asked.get(event.event_type, ()))
-        self.stats.violations -= len(now)  # counted below, as revisions, if they are new
-        was = {v.violation_id: v for v in decided.open}
-        is_now = {v.violation_id for v in now}
-        if is_now == was.keys():
+        fired = self._fire(event, at, device, previous, asked.get(event.event_type, ()))
+        was = {opened[0]: opened for opened in self.evidence.opened.get(number, ())}
+        now = {entry.order for entry in fired}
+        if now == was.keys():
             return []
-        revised_at = format_timestamp(self.clock())
+        revised = self.clock()
+        revision = {"revised_at": format_timestamp(revised), "revised_by": [fact.event_id]}
         cause = _describe(fact)
         changed: list[Violation] = []
-        for violation in decided.open:
-            if violation.violation_id not in is_now:
+        for order, detected, registration in was.values():
+            if order not in now:
                 self.stats.retractions += 1
+                then = self.facts.registration(event.device_id, registration) if registration else None
+                (original,) = self._made(event, then, [self._entries[order]], from_epoch_ms(detected))
                 changed.append(
                     msgspec.structs.replace(
-                        violation,
+                        original,
                         status="retracted",
-                        revised_at=revised_at,
-                        revised_by=[fact.event_id],
                         explanation=f"No longer stands: {cause}, delivered after the verdict, changes "
-                        f"the facts it rested on. The verdict was: {violation.explanation}",
+                        f"the facts it rested on. The verdict was: {original.explanation}",
+                        **revision,
                     )
                 )
-        for violation in now:
-            if violation.violation_id not in was:
-                self.stats.late_detections += 1
-                self.stats.violations += 1
-                late = msgspec.structs.replace(
+        late = [entry for entry in fired if entry.order not in was]
+        self.stats.late_detections += len(late)
+        self.stats.violations += len(late)
+        for violation in self._made(event, device, late, revised):
+            changed.append(
+                msgspec.structs.replace(
                     violation,
-                    revised_at=revised_at,
-                    revised_by=[fact.event_id],
                     explanation=f"{violation.explanation} Found late: {cause} was delivered after the "
                     "first verdict.",
+                    **revision,
                 )
-                was[late.violation_id] = late
-                changed.append(late)
-        decided.open = tuple(was.get(v.violation_id) or v for v in now)
+            )
+        opened = [was[order] for order in sorted(now & was.keys())] + list(
+            self._opened(device, late, revised)
+        )
+        if opened:
+            self.evidence.opened[number] = tuple(opened)
+        else:
+            self.evidence.opened.pop(number, None)
         return changed
 
-    def _judge(
+    def _fire(
         self,
         event: Envelope,
         at: datetime,
         device: Registration | None,
         previous: Registration | None,
         groups: tuple[_Group, ...],
-    ) -> list[Violation]:
+    ) -> list[_Entry]:
+        """The cases that hold for ``event``, in the packs' order."""
         fired: list[_Entry] = []
         contexts: dict[str | None, Context] = {}
         for group in groups:
@@ -484,12 +449,17 @@ class Engine:
                 ctx = contexts[key] = Context(event, at, device, previous, self.facts, pack.name, pack.params)
             if _all_hold(ctx, group.when) and not _any_holds(ctx, group.unless):
                 fired += group.entries
+        fired.sort(key=_order)
+        return fired
+
+    def _made(
+        self, event: Envelope, device: Registration | None, fired: list[_Entry], detected: datetime
+    ) -> list[Violation]:
+        """The violation records of the cases fired."""
         if not fired:
             return []
-        fired.sort(key=_order)
-        self.stats.violations += len(fired)
         fields = _Fields(event, device)
-        detected_at = format_timestamp(self.clock())
+        detected_at = format_timestamp(detected)
         return [self._violation(event, device, entry, fields, detected_at) for entry in fired]
 
     def _violation(

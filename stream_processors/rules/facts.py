@@ -74,6 +74,13 @@ class Facts:
         history.insert(index, Registration(at, event_id, facts))
         return history[index - 1] if index else None
 
+    def registration(self, device_id: str | None, event_id: str) -> Registration | None:
+        """The device's registration made by ``event_id``."""
+        for known in self.registrations.get(device_id or "", []):
+            if known.event_id == event_id:
+                return known
+        return None
+
     def before(self, device_id: str, event_id: str) -> Registration | None:
         """The registration in force before the one made by ``event_id``."""
         history = self.registrations.get(device_id, [])

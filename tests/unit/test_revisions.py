@@ -1,6 +1,7 @@
 """Verdict revisions in the pure engine and the processor's judge: what a late fact changes,
 what it leaves alone, and the memory the horizon may hold."""
 
+import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -8,9 +9,11 @@ import msgspec
 
 from contracts import canonical_json
 from contracts.events import Envelope
+from contracts.timestamps import parse_timestamp
 from stream_processors.admission import Gate
 from stream_processors.judge import Judge
 from stream_processors.rules.engine import Engine
+from stream_processors.rules.evidence import CHUNK, Evidence
 from stream_processors.rules.examples import build_events, load_examples
 from stream_processors.rules.pack import load_packs
 
@@ -19,7 +22,8 @@ PACK = load_packs(["cn-cac-2025"])
 
 
 def events(*specs: dict[str, Any]) -> list[Envelope]:
-    return build_events(DOCUMENT, {"name": f"revisions {specs!r}", "events": list(specs)})
+    name = hashlib.sha256(repr(specs).encode()).hexdigest()  # event ids differ between histories
+    return build_events(DOCUMENT, {"name": name, "events": list(specs)})
 
 
 def recognitions(count: int, first_at: float = 0.0) -> list[dict[str, Any]]:
@@ -31,11 +35,12 @@ def recognitions(count: int, first_at: float = 0.0) -> list[dict[str, Any]]:
 
 
 def test_the_evidence_kept_is_bounded_by_count_and_a_fact_beyond_it_is_counted() -> None:
-    engine = Engine(PACK, grace=timedelta(seconds=10), evidence_limit=50)
-    stream = events({"type": "device.registered", "at": -100}, *recognitions(500))
+    engine = Engine(PACK, grace=timedelta(seconds=10), evidence_limit=2 * CHUNK)
+    stream = events({"type": "device.registered", "at": -100}, *recognitions(2000))
     for event in stream:
         engine.process(event)
-    assert engine.evidence is not None and len(engine.evidence) == 50
+    # whole chunks come and go: the limit, and the chunk being filled
+    assert engine.evidence is not None and CHUNK <= len(engine.evidence) <= 3 * CHUNK
     (late,) = events({"type": "consent.granted", "at": 3, "subject_ref": "s3"})
     assert engine.process(late) == []  # its recognition's evidence was pushed out by the limit
     assert engine.stats.beyond_evidence == 1 and engine.stats.beyond_horizon == 0
@@ -43,17 +48,17 @@ def test_the_evidence_kept_is_bounded_by_count_and_a_fact_beyond_it_is_counted()
 
 def test_the_evidence_kept_is_bounded_by_the_horizon_and_a_fact_beyond_it_is_counted() -> None:
     engine = Engine(PACK, grace=timedelta(seconds=10), horizon=timedelta(seconds=60))
-    stream = events({"type": "device.registered", "at": -100}, *recognitions(500))
+    stream = events({"type": "device.registered", "at": -100}, *recognitions(2000))
     for event in stream:
         engine.process(event)
-    assert engine.evidence is not None and 40 <= len(engine.evidence) <= 61
+    assert engine.evidence is not None and 50 <= len(engine.evidence) <= 70 + 2 * CHUNK  # whole chunks
     (late,) = events({"type": "consent.granted", "at": 3, "subject_ref": "s3"})
     assert engine.process(late) == []
     assert engine.stats.beyond_horizon == 1 and engine.stats.beyond_evidence == 0
-    (in_time,) = events({"type": "consent.granted", "at": 470, "subject_ref": "s470", "consent_id": "c2"})
+    (in_time,) = events({"type": "consent.granted", "at": 1970, "subject_ref": "s1970", "consent_id": "c2"})
     (retraction,) = engine.process(in_time)
     assert retraction.status == "retracted" and retraction.revised_by == [in_time.event_id]
-    assert retraction.event_ids[0] == stream[471].event_id
+    assert retraction.event_ids[0] == stream[1971].event_id
 
 
 def test_without_a_horizon_nothing_is_kept() -> None:
@@ -104,3 +109,18 @@ def test_the_judge_publishes_each_revision_once() -> None:
         ("FRT-CONSENT-MISSING", "retracted"),
     ]
     assert set(stores["published"]) == {r.revision_id for r in records}
+
+
+def test_the_evidence_index_forgets_the_records_gone() -> None:
+    """Memory stays flat: keys whose records all left the evidence leave its index too."""
+    evidence = Evidence(timedelta(hours=24), limit=2 * CHUNK)
+    stream = events(*recognitions(70 * CHUNK))
+    for event in stream:
+        key = ("subject", "op-1", event.subject_ref)
+        evidence.keep(event, parse_timestamp(event.occurred_at), (key,), (), None)
+    assert len(evidence) <= 3 * CHUNK
+    assert len(evidence._by_key) <= 2 * CHUNK + 64 * CHUNK  # pruned every 64 chunks gone
+    last = stream[-1]
+    found = list(evidence.since(("subject", "op-1", last.subject_ref), parse_timestamp(last.occurred_at)))
+    assert [event.event_id for _, event, _ in found] == [last.event_id]
+    assert evidence.floor is not None
