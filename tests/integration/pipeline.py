@@ -301,8 +301,32 @@ def check_audit_log(kafka: KafkaCluster, tmp_path: Path) -> set[tuple[str, str, 
     events = {entry_id for kind, entry_id, _ in rows if kind == "event"}
     assert events == accepted_event_ids(kafka, refused)
     assert all('original"' not in body for _, _, body in rows), "a dead letter kept the original bytes"
-
+    verify_violation_records(tmp_path, len(records))
     return violations
+
+
+def verify_violation_records(home: Path, count: int) -> None:
+    """Every violation record of the log (revisions included), exported as a regulator gets
+    them, verifies offline against the log's public key."""
+    env = {**os.environ, "FRTWATCH_HOME": str(home)}
+    archive = home / "violations.zip"
+    frtwatch = [sys.executable, "-m", "frtwatch"]
+    export = ["audit", "export", "--kind", "violation", "--format", "csv", "--out", str(archive)]
+    made = subprocess.run([*frtwatch, *export], env=env, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    key = subprocess.run(
+        [*frtwatch, "audit", "public-key"], env=env, capture_output=True, text=True, timeout=60
+    )
+    checked = subprocess.run(
+        [*frtwatch, "verify", str(archive), "--public-key", key.stdout.strip()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert checked.returncode == 0 and checked.stdout.startswith(f"OK {count} entries"), checked.stdout[
+        -2000:
+    ]
 
 
 def wait_for_the_sink(kafka: KafkaCluster, sink: Worker, timeout: float = 180) -> None:
