@@ -44,6 +44,20 @@ class ProcessorMetrics:
             ["rule_id", "severity", "policy_pack", "operator_id"],
             registry=registry,
         )
+        self.retractions = Counter(
+            "frtwatch_processor_retractions",
+            "Violations retracted because a late fact disproved them, by rule and policy pack (a"
+            " retraction is no violation: frtwatch_processor_violations_total does not count it).",
+            ["rule_id", "policy_pack"],
+            registry=registry,
+        )
+        self.late_detections = Counter(
+            "frtwatch_processor_late_detections",
+            "Violations found late, proved by a late fact, by rule and policy pack (each is also"
+            " counted in frtwatch_processor_violations_total).",
+            ["rule_id", "policy_pack"],
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "frtwatch_processor_dead_letters",
             "Inputs sent to the dead-letter topic, by reason.",
@@ -52,7 +66,8 @@ class ProcessorMetrics:
         )
         self.detection_latency = Histogram(
             "frtwatch_processor_detection_latency_seconds",
-            "From a violation's occurred_at (device clock) to its publication.",
+            "From a violation's occurred_at (device clock) to its publication (violations found"
+            " late are left out: their wait was the late fact's).",
             ["severity"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
@@ -102,6 +117,7 @@ class ProcessorMetrics:
         for reason in (*ROUTING_REASONS, *REASONS):
             self.dead_letters.labels(reason)
         self._violations_of: dict[tuple[str, str, str, str], Any] = {}
+        self._revisions_of: dict[tuple[str, str, str], Any] = {}  # (status, rule, pack): children
         self._latency_of = {severity: self.detection_latency.labels(severity) for severity in SEVERITIES}
         for outcome in ("success", "failure"):
             self.pack_reloads.labels(outcome)
@@ -114,6 +130,16 @@ class ProcessorMetrics:
         for pack in packs:
             if "filing_threshold" in pack.params:
                 self.filing_threshold.labels(pack.name).set(pack.params["filing_threshold"])
+            for rule in pack.rules:  # every rule's revisions exist at zero from the start
+                self._revision_counter("retracted", rule.rule_id, pack.name)
+                self._revision_counter("late", rule.rule_id, pack.name)
+
+    def _revision_counter(self, kind: str, rule_id: str, policy_pack: str) -> Any:
+        counter = self._revisions_of.get((kind, rule_id, policy_pack))
+        if counter is None:
+            family = self.retractions if kind == "retracted" else self.late_detections
+            counter = self._revisions_of[kind, rule_id, policy_pack] = family.labels(rule_id, policy_pack)
+        return counter
 
     def accepted(self, event: Envelope) -> None:
         self._events_of[event.event_type].inc()  # labels() per event is a measurable cost
@@ -121,11 +147,19 @@ class ProcessorMetrics:
             self.stored_individuals.labels(event.operator_id).set(event.stored_individuals)
 
     def violation(self, record: Violation) -> None:
+        """One record published on frt.violations.v1, counted by its status: a retraction as a
+        retraction only; a violation found late as a violation and a late detection."""
+        if record.status == "retracted":
+            self._revision_counter("retracted", record.rule_id, record.policy_pack).inc()
+            return
         labels = (record.rule_id, record.severity, record.policy_pack, record.operator_id)
         counter = self._violations_of.get(labels)
         if counter is None:  # as many as the series themselves: rules x operators
             counter = self._violations_of[labels] = self.violations.labels(*labels)
         counter.inc()
+        if record.revised_by is not None:
+            self._revision_counter("late", record.rule_id, record.policy_pack).inc()
+            return
         latency = (datetime.now(UTC) - parse_timestamp(record.occurred_at)).total_seconds()
         self._latency_of[record.severity].observe(max(latency, 0.0))
 
@@ -189,6 +223,11 @@ class AlertMetrics:
         self.failures = Counter(
             "frtwatch_alerts_push_failures",
             "Failed pushes to Alertmanager (each retried).",
+            registry=registry,
+        )
+        self.resolved = Counter(
+            "frtwatch_alerts_resolved",
+            "Alerts resolved because their violation was retracted (pushed ending now, acknowledged).",
             registry=registry,
         )
         self.dropped = Counter(

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from frtwatch import REPO_ROOT
+from stream_processors.alerts import ACTIVE_FOR
 
 RULES = REPO_ROOT / "deploy/prometheus/rules/frtwatch.yml"
 RULE_TESTS = sorted((REPO_ROOT / "deploy/prometheus/tests").glob("*.yml"))
@@ -200,16 +201,21 @@ def test_every_alert_reaches_its_team() -> None:
         assert result.stdout.split() == [rule["labels"]["team"]], name
 
 
-def test_pushed_violations_page_within_a_second_without_storms() -> None:
+def test_pushed_violations_page_once_each_at_once_and_resolve_on_retraction() -> None:
     routes = load(ALERTMANAGER)["route"]["routes"]
     pushed = [r for r in routes if matches(r.get("matchers", []), {**PUSHED_VIOLATION, "severity": "high"})]
     route = pushed[0]  # the first matching route takes it (no `continue` before it)
     assert not any(r.get("continue") for r in routes[: routes.index(route)])
     assert route["receiver"] == "security"
-    assert route["group_by"] == ["alertname", "operator_id", "rule_id"]
-    assert seconds(route["group_wait"]) <= 1
-    assert seconds(route["group_interval"]) == 2  # later violations of a group page within 2 s
-    assert seconds(route["repeat_interval"]) >= 3600
+    # A group per alert: a notification never repeats another violation still firing.
+    assert route["group_by"] == ["..."]
+    assert seconds(route["group_wait"]) == 0  # nothing to gather: page at once
+    # A retraction's resolution is sent at its group's next tick: within a minute.
+    assert seconds(route["group_interval"]) <= 60
+    # An alert lives its revision horizon (and a margin): never repeated while it fires.
+    assert seconds(route["repeat_interval"]) > ACTIVE_FOR.total_seconds() >= 24 * 3600
+    security = next(r for r in load(ALERTMANAGER)["receivers"] if r["name"] == "security")
+    assert all(webhook["send_resolved"] for webhook in security["webhook_configs"])
 
 
 def test_operations_wait_longer_than_security_pages() -> None:
