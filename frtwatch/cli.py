@@ -3,6 +3,7 @@
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -305,6 +306,9 @@ def rules_eval(
     horizon: Annotated[
         float, typer.Option(help="Hours of event time within which a late fact revises verdicts (0: never).")
     ] = 24.0,
+    evidence: Annotated[
+        int, typer.Option(help="Decided events kept for revisions, at most (about 0.2 KB each).")
+    ] = 2_000_000,
 ) -> None:
     """Judge events of any date with the pure engine (no Kafka): every violation record to
     stdout as JSON Lines in the order it was made (revisions included: the last record of a
@@ -317,7 +321,10 @@ def rules_eval(
     from stream_processors.rules.engine import Engine
 
     engine = Engine(
-        _packs(pack, extensions), grace=timedelta(seconds=grace), horizon=timedelta(hours=horizon)
+        _packs(pack, extensions),
+        grace=timedelta(seconds=grace),
+        horizon=timedelta(hours=horizon),
+        evidence_limit=evidence,
     )
     try:
         # History is judged however old: the live gate's age limit is for live traffic. Times
@@ -334,9 +341,13 @@ def rules_eval(
         for violation in violations:
             out.write(encoder.encode(violation) + b"\n")
 
-    stream = sys.stdin.buffer if file == "-" or file.endswith(".zip") else Path(file).open("rb")  # noqa: SIM115
-    with stream:
-        lines = _archived_events(Path(file)) if file.endswith(".zip") else read_lines(stream)
+    with ExitStack() as opened:
+        if file.endswith(".zip"):
+            lines = _archived_events(Path(file))
+        else:
+            lines = read_lines(
+                sys.stdin.buffer if file == "-" else opened.enter_context(Path(file).open("rb"))
+            )
         for number, line in lines:
             total += 1
             if isinstance(line, int):
@@ -356,7 +367,8 @@ def rules_eval(
     errors.print(
         f"{total} line(s): {total - refused} judged, {refused} refused; {stats.violations} violation(s)"
         f"; {stats.late_events} late event(s); {stats.retractions} retracted, {stats.late_detections} found "
-        f"late, {stats.beyond_horizon} fact(s) past the horizon"
+        f"late, {stats.beyond_horizon} fact(s) past the horizon, {stats.beyond_evidence} older than the "
+        "evidence kept"
     )
 
 

@@ -131,7 +131,13 @@ log = logging.getLogger("frtwatch.processor")
 metrics = ProcessorMetrics(REGISTRY)
 metrics.packs_active(packs)
 pusher = (
-    AlertPusher(settings.alert_push_url, settings.evidence_url, AlertMetrics(REGISTRY))
+    AlertPusher(
+        settings.alert_push_url,
+        settings.evidence_url,
+        AlertMetrics(REGISTRY),
+        # An alert lives as long as its verdict may be revised, and an hour more (alerts.py).
+        active_for=timedelta(hours=settings.revision_hours + 1),
+    )
     if settings.alert_push_url
     else None
 )
@@ -306,6 +312,18 @@ async def publish_decided(violations: list[Violation]) -> None:
 
 
 collector = Collector()
+
+
+@app.timer(interval=5.0)
+async def report_revision_reach() -> None:
+    engines = list(judge.engines.values())
+    metrics.revision_reach(
+        {
+            "beyond_horizon": sum(e.stats.beyond_horizon for e in engines),
+            "beyond_evidence": sum(e.stats.beyond_evidence for e in engines),
+        },
+        sum(len(e.evidence) for e in engines if e.evidence is not None),
+    )
 
 
 @app.timer(interval=1.0)

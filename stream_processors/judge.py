@@ -60,6 +60,7 @@ class Judge:
         self._published_order: deque[str] | None = deque() if published_window is not None else None
         self._published_window = published_window or 0
         self.engines: dict[int, Engine] = {}
+        self._judged_lanes: set[int] = set()  # lanes this judge has judged an event of
         # In the processor event time follows the router's marks alone: a batch reaches a lane
         # as one bundle per operator, and one operator's bundle, judged first, would carry
         # event time past the events of another's bundle still to come (after a backlog: ten
@@ -86,13 +87,9 @@ class Judge:
     def rebuild(self) -> list[Violation]:
         """Fresh engines from the stored facts and waiting events (after recovery). Returns the
         violations that had not been published yet."""
-        self.engines = {}
+        self.engines, self._judged_lanes = {}, set()
         for lane, event in _by_time(self.facts.values()):
             self.engine(lane).learn(event)
-        # Only facts and waiting events are stored, not the verdicts already made: a fact later
-        # than those cannot revise them, and is counted (stats.beyond_evidence).
-        for engine in self.engines.values():
-            engine.evidence_lost()
         found: list[Violation] = []
         for lane, event in _by_time(self.pending.values()):
             found += self.engine(lane).process(event, source=None)
@@ -107,6 +104,12 @@ class Judge:
         if event is None:
             return verdict
         engine = self.engine(lane)
+        if lane not in self._judged_lanes:
+            # The verdicts made before this judge's first event of the lane (by another worker,
+            # or by this one before a restart) are not in its evidence: only facts and waiting
+            # events are stored. A fact older than that cannot revise them, and is counted.
+            self._judged_lanes.add(lane)
+            engine.evidence_from(parse_timestamp(event.occurred_at))
         if event.event_type in FACT_TYPES:
             self.facts[event.event_id] = f"{lane}|{raw.decode()}"
         found = engine.process(event, source=None if self._marks_only else origin.rpartition(":")[0])

@@ -27,6 +27,7 @@ log = logging.getLogger("frtwatch.metrics")
 SEVERITIES: tuple[str, ...] = Severity.__args__  # type: ignore[attr-defined]
 ROUTING_REASONS = ("too_large", "invalid_utf8", "invalid_json", "unsupported_schema", "unknown_type")
 # Detection latency: immediate rules in tens of milliseconds, grace-period rules after ~10 s.
+UNREVISED = ("beyond_horizon", "beyond_evidence")
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300)
 
 
@@ -56,6 +57,19 @@ class ProcessorMetrics:
             "Violations found late, proved by a late fact, by rule and policy pack (each is also"
             " counted in frtwatch_processor_violations_total).",
             ["rule_id", "policy_pack"],
+            registry=registry,
+        )
+        self.unrevised = Counter(
+            "frtwatch_processor_late_facts_unrevised",
+            "Facts later than the grace period whose verdicts could not be revised, by reason:"
+            " beyond_horizon (later than the revision horizon: verdicts stand) or beyond_evidence"
+            " (older than the decided events this worker keeps: a revision may be missing).",
+            ["reason"],
+            registry=registry,
+        )
+        self.evidence = Gauge(
+            "frtwatch_processor_revision_evidence_events",
+            "Decided events kept for verdict revisions.",
             registry=registry,
         )
         self.dead_letters = Counter(
@@ -113,6 +127,9 @@ class ProcessorMetrics:
             " stamp to where it resumed a lane), read and judged by the worker itself.",
             registry=registry,
         )
+        self._unrevised_seen = dict.fromkeys(UNREVISED, 0)
+        for reason in UNREVISED:
+            self.unrevised.labels(reason)
         self._events_of = {event_type: self.events.labels(event_type) for event_type in EVENT_TYPES}
         for reason in (*ROUTING_REASONS, *REASONS):
             self.dead_letters.labels(reason)
@@ -162,6 +179,15 @@ class ProcessorMetrics:
             return
         latency = (datetime.now(UTC) - parse_timestamp(record.occurred_at)).total_seconds()
         self._latency_of[record.severity].observe(max(latency, 0.0))
+
+    def revision_reach(self, unrevised: dict[str, int], evidence: int) -> None:
+        """The judge's running totals of unrevised late facts (they start again at zero when its
+        engines are rebuilt), and the evidence it keeps."""
+        for reason, total in unrevised.items():
+            seen = self._unrevised_seen[reason]
+            self.unrevised.labels(reason).inc(total - seen if total >= seen else total)
+            self._unrevised_seen[reason] = total
+        self.evidence.set(evidence)
 
     def dead_letter(self, reason: str) -> None:
         """``reason`` as sent: its code before the first colon."""

@@ -113,6 +113,11 @@ def _keys(event: Envelope) -> tuple[Key, ...]:
     return tuple(keys)
 
 
+# An event waiting for its grace period: (due, order, event, at, device known on arrival, its
+# immediate violations kept compactly, the registration they were judged with).
+_Waiting = tuple[datetime, int, Envelope, datetime, bool, tuple[Opened, ...], str | None]
+
+
 class Engine:
     def __init__(
         self,
@@ -159,8 +164,11 @@ class Engine:
             t: _groups(e for e in es if e.about_registration) for t, es in self._by_type.items()
         }
         self._any_waits = {t: any(e.waits for e in entries) for t, entries in self._by_type.items()}
-        # (due, order, event, at, device known on arrival, its immediate violations, kept compactly)
-        self._pending: list[tuple[datetime, int, Envelope, datetime, bool, tuple[Opened, ...]]] = []
+        # (due, order, event, at, device known on arrival, its immediate violations kept compactly,
+        # the registration they were judged with)
+        self._pending: list[
+            tuple[datetime, int, Envelope, datetime, bool, tuple[Opened, ...], str | None]
+        ] = []
         self._order = itertools.count()
         self._watermark: datetime | None = None  # event time: never moves backwards
         # The latest event time each input source reached; None: expected, not heard from yet.
@@ -199,8 +207,10 @@ class Engine:
                 immediate = self._opened(device, fired, detected)
         self.last_queued = self._any_waits.get(event.event_type, False) or bool(entries and not device_known)
         if self.last_queued:
+            registration = device.event_id if device is not None else None
             heapq.heappush(
-                self._pending, (at + self.grace, next(self._order), event, at, device_known, immediate)
+                self._pending,
+                (at + self.grace, next(self._order), event, at, device_known, immediate, registration),
             )
         elif entries:
             self._keep(event, at, immediate)
@@ -274,12 +284,13 @@ class Engine:
             self._latest = latest
         self._learn(event, at)
 
-    def evidence_lost(self) -> None:
-        """The decided events before now are not kept (a rebuilt engine): a late fact older
-        than the latest event time seen is counted as beyond the evidence."""
-        if self.evidence is not None and self._latest is not None:
+    def evidence_from(self, at: datetime) -> None:
+        """Nothing decided before event time ``at`` is kept here (an engine that took over a
+        lane, or was rebuilt after a restart): a late fact older than it is counted as beyond
+        the evidence."""
+        if self.evidence is not None:
             floor = self.evidence.floor
-            self.evidence.floor = self._latest if floor is None else max(floor, self._latest)
+            self.evidence.floor = at if floor is None else max(floor, at)
 
     def tick(self) -> list[Violation]:
         """While every source is caught up, let wall-clock time advance event time."""
@@ -332,9 +343,15 @@ class Engine:
     def _flush(self, until: datetime) -> list[Violation]:
         found: list[Violation] = []
         while self._pending and self._pending[0][0] <= until:
-            _, _, event, at, device_known, immediate = heapq.heappop(self._pending)
+            _, _, event, at, device_known, immediate, registration = heapq.heappop(self._pending)
             self.decided.append(event.event_id)
             device = self._device_for(event, at)
+            if device is not None and device.event_id != registration and device_known:
+                # A registration came while the event waited: what was decided at once is revised.
+                cause = f"the registration of device {event.device_id} at {format_timestamp(device.at)}"
+                again = self._fire(event, at, device, None, self._immediate.get(event.event_type, ()))
+                changed, immediate = self._revised(event, device, immediate, again, device.event_id, cause)
+                found += changed
             if event.device_id is not None and device is None:
                 asked = self._unregistered
             else:
@@ -369,15 +386,17 @@ class Engine:
         if self._watermark is not None and at < self._watermark - evidence.horizon:
             self.stats.beyond_horizon += 1
             return []
-        if evidence.floor is not None and at < evidence.floor:
+        late = self._watermark is not None and at < self._watermark - self.grace
+        if late and evidence.floor is not None and at <= evidence.floor:
             self.stats.beyond_evidence += 1
         found: list[Violation] = []
-        for number, event, moment in evidence.since(_fact_key(fact), at):
-            found += self._judge_again(number, event, moment, fact)
+        for number, event in evidence.since(_fact_key(fact), at):
+            found += self._judge_again(number, event, fact)
         return found
 
-    def _judge_again(self, number: int, event: Envelope, at: datetime, fact: Envelope) -> list[Violation]:
+    def _judge_again(self, number: int, event: Envelope, fact: Envelope) -> list[Violation]:
         assert self.evidence is not None
+        at = parse_timestamp(event.occurred_at)  # the index's milliseconds are for choosing only
         device = self._device_for(event, at)
         previous = None
         if device is None and event.device_id is not None:
@@ -387,13 +406,33 @@ class Engine:
             if isinstance(event, DeviceRegistered):
                 previous = self.facts.before(event.device_id, event.event_id)
         fired = self._fire(event, at, device, previous, asked.get(event.event_type, ()))
-        was = {opened[0]: opened for opened in self.evidence.opened.get(number, ())}
+        changed, opened = self._revised(
+            event, device, self.evidence.opened.get(number, ()), fired, fact.event_id, _describe(fact)
+        )
+        if opened:
+            self.evidence.opened[number] = opened
+        else:
+            self.evidence.opened.pop(number, None)
+        return changed
+
+    def _revised(
+        self,
+        event: Envelope,
+        device: Registration | None,
+        opened: tuple[Opened, ...],
+        fired: list[_Entry],
+        cause_id: str,
+        cause: str,
+    ) -> tuple[list[Violation], tuple[Opened, ...]]:
+        """What changed between the violations ``opened`` on ``event`` and the cases ``fired``
+        now: a retraction of each no longer fired (made again as it was published), a late
+        detection of each newly fired; and the violations open now."""
+        was = {entry[0]: entry for entry in opened}
         now = {entry.order for entry in fired}
         if now == was.keys():
-            return []
+            return [], opened
         revised = self.clock()
-        revision = {"revised_at": format_timestamp(revised), "revised_by": [fact.event_id]}
-        cause = _describe(fact)
+        revision = {"revised_at": format_timestamp(revised), "revised_by": [cause_id]}
         changed: list[Violation] = []
         for order, detected, registration in was.values():
             if order not in now:
@@ -421,14 +460,8 @@ class Engine:
                     **revision,
                 )
             )
-        opened = [was[order] for order in sorted(now & was.keys())] + list(
-            self._opened(device, late, revised)
-        )
-        if opened:
-            self.evidence.opened[number] = tuple(opened)
-        else:
-            self.evidence.opened.pop(number, None)
-        return changed
+        still = tuple(was[order] for order in sorted(now & was.keys()))
+        return changed, still + self._opened(device, late, revised)
 
     def _fire(
         self,

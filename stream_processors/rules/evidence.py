@@ -1,7 +1,8 @@
 """The decided events a late fact could still change, kept for verdict revisions.
 
 Held compactly, because a horizon of a day at 5,000 events/s would be 432 million events: in
-chunks of encoded events compressed together (JSON of one fleet compresses about 4 to 1), each
+chunks of encoded events compressed together (lz4: a chunk of a fleet's JSON to about 40%, five
+times as fast as zlib's fastest level, which cost more than the judging of the events), each
 with its events' times, and an index from each key (a subject, a device, an operator's
 registry) to record numbers. Bounded twice: by the horizon in event time, and by ``limit``
 records; whole chunks leave, oldest first. Records pushed out by the limit before the horizon
@@ -10,12 +11,12 @@ the evidence may be incomplete, so a fact older than it can be counted.
 """
 
 import bisect
-import zlib
 from array import array
 from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import lz4.block
 import msgspec
 
 from contracts import decode_event
@@ -57,11 +58,11 @@ class _Chunk:
         for raw in events:
             total += len(raw)
             ends.append(total)
-        self.blob = zlib.compress(b"".join(events), 1)
+        self.blob: bytes = lz4.block.compress(b"".join(events), store_size=True)
         self.ends, self.latest = ends, latest  # latest: its newest event time (epoch ms)
 
     def events(self) -> list[bytes]:
-        data = zlib.decompress(self.blob)
+        data: bytes = lz4.block.decompress(self.blob)
         starts = [0, *self.ends[:-1]]
         return [data[start:end] for start, end in zip(starts, self.ends, strict=True)]
 
@@ -129,16 +130,17 @@ class Evidence:
             if self._first % (64 * CHUNK) == 0:
                 self._prune()
 
-    def since(self, key: Key, at: datetime) -> Iterator[tuple[int, Envelope, datetime]]:
-        """The kept events of ``key`` at or after event time ``at``: (record number, event, time)."""
+    def since(self, key: Key, at: datetime) -> Iterator[tuple[int, Envelope]]:
+        """The kept events of ``key`` at or after event time ``at`` (to the millisecond, which
+        may include a few just before it): (record number, event)."""
         index = self._by_key.get(key)
         if index is None:
             return
         numbers, times = index
-        floor, first = _event_ms(at), self._first
+        floor, first = epoch_ms(at), self._first
         chosen = [(n, t) for n, t in zip(numbers, times, strict=True) if t >= floor and n >= first]
-        for number, moment in chosen:
-            yield number, decode_event(self._raw(number)), from_epoch_ms(moment)
+        for number, _ in chosen:
+            yield number, decode_event(self._raw(number))
 
     def _raw(self, number: int) -> bytes:
         index = number - self._first

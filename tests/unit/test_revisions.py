@@ -122,5 +122,20 @@ def test_the_evidence_index_forgets_the_records_gone() -> None:
     assert len(evidence._by_key) <= 2 * CHUNK + 64 * CHUNK  # pruned every 64 chunks gone
     last = stream[-1]
     found = list(evidence.since(("subject", "op-1", last.subject_ref), parse_timestamp(last.occurred_at)))
-    assert [event.event_id for _, event, _ in found] == [last.event_id]
+    assert [event.event_id for _, event in found] == [last.event_id]
     assert evidence.floor is not None
+
+
+def test_events_are_judged_again_at_their_own_time_to_the_last_digit() -> None:
+    """The evidence indexes milliseconds; an event of 05.0004 is judged again at 05.0004, after
+    the consent of 05.0003 that covers it, and an unrelated late fact revises nothing."""
+    engine = Engine(PACK, grace=timedelta(seconds=10))
+    stream = events(
+        {"type": "device.registered", "at": -100},
+        {"type": "consent.granted", "occurred_at": "2026-03-02T09:00:05.0003Z"},
+        {"type": "recognition.performed", "occurred_at": "2026-03-02T09:00:05.0004Z"},
+        {"type": "registry.snapshot", "at": 30},
+        {"type": "consent.granted", "at": 4, "consent_id": "c2", "purposes": ["marketing"]},
+    )
+    assert [v for e in stream for v in engine.process(e)] == []
+    assert engine.stats.retractions == engine.stats.late_detections == 0
