@@ -172,11 +172,23 @@ def run_mode(hours: str, rate: float, seconds: float, sample: float) -> dict[str
     }
 
 
+def engine_row(alone: dict[str, float]) -> str:
+    return (
+        f"The engine alone ({'compiled' if compiled.active() else 'interpreted'}), "
+        f"{alone['events']:,} simulated events: {alone['kept']:,} kept as evidence, "
+        f"{alone['bytes_per_event_kept']} B each; "
+        f"{alone['retractions']} retractions, {alone['late_detections']} late detections; "
+        f"{alone['events_s_with']:,} events/s with revisions, {alone['events_s_without']:,} without "
+        f"(best of 3 alternate rounds)."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=5000.0, help="messages per second sent")
     parser.add_argument("--seconds", type=float, default=600.0, help="how long each mode runs")
     parser.add_argument("--sample-seconds", type=float, default=10.0)
+    parser.add_argument("--engine-only", action="store_true", help="only the engine alone (a minute)")
     args = parser.parse_args()
     results: dict[str, object] = {
         "rate": args.rate,
@@ -185,6 +197,9 @@ def main() -> None:
     }
     alone = results["engine_alone"] = engine_alone()
     print(f"the engine alone: {alone}", flush=True)
+    if args.engine_only:
+        print(f"written to {write_results('revision_memory_engine', results, engine_row(alone))}")
+        return
     for name, hours in MODES.items():
         print(f"{name}: {args.rate:,.0f} messages/s for {args.seconds:.0f} s", flush=True)
         results[name] = run_mode(hours, args.rate, args.seconds, args.sample_seconds)
@@ -205,14 +220,7 @@ def main() -> None:
             f"| {r['second_half_mean_rss_mib']} MiB | {r['events_judged_per_s']:,.0f} |"
         )
     rows += ["", f"Max RSS with revisions / without: {ratio:.2f}x", ""]
-    rows += [
-        f"The engine alone ({'compiled' if compiled.active() else 'interpreted'}), "
-        f"{alone['events']:,} simulated events: {alone['kept']:,} kept as evidence, "
-        f"{alone['bytes_per_event_kept']} B each; "
-        f"{alone['retractions']} retractions, {alone['late_detections']} late detections; "
-        f"{alone['events_s_with']:,} events/s with revisions, {alone['events_s_without']:,} without "
-        f"(best of 3 alternate rounds).",
-    ]
+    rows.append(engine_row(alone))
     print(f"written to {write_results('revision_memory', results, chr(10).join(rows))}")
 
 
