@@ -13,8 +13,9 @@ staff get one notification per violation paged, sent at once.
   it and sends one resolution, at the next tick of its group (``group_interval``), whose
   annotations say it was retracted, why (the retraction's explanation) and by which late facts.
 
-The natural end of an alert (``ACTIVE_FOR``): an alert lives as long as its verdict may still
-be revised, the revision horizon (24 hours of event time by default) and an hour more for a
+The natural end of an alert (``ACTIVE_FOR``; the worker passes its configured horizon,
+FRTWATCH_REVISION_HOURS, and an hour): an alert lives as long as its verdict may still be
+revised, the revision horizon (24 hours of event time by default) and an hour more for a
 processor running behind. Why so long, and why that end is notified:
 - Only an alert Alertmanager still holds as firing can be resolved by a retraction with a
   notification: once an alert has ended, its group's notification log says nothing is firing,
