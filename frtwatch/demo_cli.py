@@ -128,7 +128,7 @@ def _view(
     for reason, count in outputs.dead_letters.most_common():
         dead.add_row(reason, f"{count:,}")
     by_severity = outputs.by_severity()
-    paged = None  # violations paged to security staff (Alertmanager repeats a group's alerts)
+    paged = None  # distinct violations paged to security staff
     if pages is not None:
         paged = len(
             {

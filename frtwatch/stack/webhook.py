@@ -20,6 +20,12 @@ class Notification:
 
 
 @dataclass
+class _Server(ThreadingHTTPServer):
+    # Alertmanager opens a connection per notification, one per violation paged: a burst
+    # overflows the default listen queue of 5, and the refused pages come a minute later.
+    request_queue_size = 1024
+
+
 class WebhookReceiver:
     port: int = 0  # 0: any free port
     notifications: list[Notification] = field(default_factory=list)
@@ -42,7 +48,7 @@ class WebhookReceiver:
                 pass  # quiet: the notifications are the record
 
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = _Server(("127.0.0.1", self.port), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
