@@ -19,13 +19,13 @@ class Notification:
         return list(self.payload.get("alerts", []))
 
 
-@dataclass
 class _Server(ThreadingHTTPServer):
     # Alertmanager opens a connection per notification, one per violation paged: a burst
     # overflows the default listen queue of 5, and the refused pages come a minute later.
     request_queue_size = 1024
 
 
+@dataclass
 class WebhookReceiver:
     port: int = 0  # 0: any free port
     notifications: list[Notification] = field(default_factory=list)
