@@ -12,6 +12,7 @@ import yaml
 
 from contracts import canonical_json, decode_event
 from contracts.events import Envelope
+from contracts.records import Violation
 from contracts.timestamps import format_timestamp, parse_timestamp
 from stream_processors.rules.engine import Engine, run_events
 from stream_processors.rules.pack import PACKS_DIR, Pack
@@ -65,17 +66,28 @@ def run_example(document: dict[str, Any], example: dict[str, Any], pack: Pack) -
     the revisions that must have happened on the way; both default to none, so every other
     example also shows that its facts, late or not, revised nothing."""
     events = build_events(document, example)
-    index = {event.event_id: n for n, event in enumerate(events)}
-    horizon = float(example.get("horizon_seconds", document.get("horizon_seconds", 86_400)))
     engine = Engine(
         [pack],
         grace=timedelta(seconds=float(document.get("grace_seconds", 10))),
-        horizon=timedelta(seconds=horizon),
+        horizon=timedelta(seconds=horizon_seconds(document, example)),
     )
+    return check_records(example, pack, events, list(run_events(engine, iter(events))))
+
+
+def horizon_seconds(document: dict[str, Any], example: dict[str, Any]) -> float:
+    return float(example.get("horizon_seconds", document.get("horizon_seconds", 86_400)))
+
+
+def check_records(
+    example: dict[str, Any], pack: Pack, events: list[Envelope], records: list[Violation]
+) -> list[str]:
+    """What differs between the example's expectation for ``pack`` and the violation records
+    made of its ``events``, in the order they were made."""
+    index = {event.event_id: n for n, event in enumerate(events)}
     current: dict[str, tuple[str, int]] = {}
     retracted: Counter[tuple[str, int]] = Counter()
     late: Counter[tuple[str, int]] = Counter()
-    for record in run_events(engine, iter(events)):
+    for record in records:
         found = (record.rule_id, index[record.event_ids[0]])
         if record.status == "retracted":
             retracted[found] += 1

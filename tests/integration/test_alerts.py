@@ -32,10 +32,12 @@ from tests.conftest import running_kafka
 from tests.integration.pipeline import (
     PARTITIONS,
     Worker,
+    check_audit_log,
     expected,
     fleet_keys,
     read_topic,
     simulate,
+    wait_for_the_sink,
     wait_for_verdicts,
     wait_until_assigned,
 )
@@ -92,6 +94,7 @@ class Monitored:
     prometheus: Prometheus
     metrics_port: int
     worker: Worker
+    sink: Worker
     retracted_here: set[str] = field(default_factory=set)  # violations this module's tests retracted
 
 
@@ -127,7 +130,7 @@ def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
         sim = simulate(kafka, home, seed=SEED, events=7500, rate=300)
         assert sim.wait(timeout=120) == 0
         wait_for_verdicts(kafka, expected(home)[0])
-        yield Monitored(home, kafka, receiver, alertmanager, prometheus, metrics_port, services[0])
+        yield Monitored(home, kafka, receiver, alertmanager, prometheus, metrics_port, *services)
     finally:
         for service in services:
             service.stop()
@@ -309,3 +312,15 @@ def test_every_dashboard_panel_has_data_from_the_running_pipeline(monitored: Mon
         and not query(expr)
     ]
     assert not empty, "panels without data:\n" + "\n".join(map(str, empty))
+
+
+def test_the_audit_log_holds_every_record_of_the_revised_verdicts_and_verifies(monitored: Monitored) -> None:
+    """Last in this module: it stops the sink (the test reads its chDB folder). The pipeline's
+    late facts past the grace revised verdicts; the log holds every record once, its final state
+    is the ground truth, and an export of every violation record verifies offline."""
+    records = read_topic(monitored.kafka, topics.VIOLATIONS)
+    revisions = [r for r in records if r.get("revised_by")]
+    assert any(r.get("status") == "retracted" for r in revisions), "the run retracted nothing"
+    wait_for_the_sink(monitored.kafka, monitored.sink)
+    monitored.sink.stop()
+    check_audit_log(monitored.kafka, monitored.home)

@@ -8,11 +8,18 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from audit import entries, tables
 from contracts.records import Violation
-from stream_processors.rules.examples import load_examples, run_example
+from stream_processors.rules.examples import (
+    build_events,
+    check_records,
+    horizon_seconds,
+    load_examples,
+    run_example,
+)
 from stream_processors.rules.pack import available_packs, load_pack
 
 PACKS = {name: load_pack(name) for name in available_packs()}
@@ -47,6 +54,39 @@ def test_without_the_grace_period_a_late_consent_is_revised_and_without_revision
     assert run_example({**no_grace, "horizon_seconds": 0}, late, PACKS["cn-cac-2025"]) == [
         "unexpected FRT-CONSENT-MISSING on event 1"
     ]
+
+
+REVISION_EXAMPLES = [
+    e
+    for e in DOCUMENT["examples"]
+    if any(e.get(k) for k in ("retracted", "found_late", "found_late_by_pack", "horizon_seconds"))
+]
+
+
+@pytest.mark.parametrize("example", REVISION_EXAMPLES, ids=lambda e: e["name"])
+def test_revision_examples_through_rules_eval(example: dict[str, object], tmp_path: Path) -> None:
+    """The examples of late facts give the same records through `frtwatch rules eval`."""
+    events = build_events(DOCUMENT, example)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(msgspec.json.encode(event) + b"\n" for event in events))
+    for name, pack in PACKS.items():
+        hours = str(horizon_seconds(DOCUMENT, example) / 3600)
+        command = [
+            "rules",
+            "eval",
+            "--pack",
+            name,
+            "--grace",
+            str(DOCUMENT["grace_seconds"]),
+            "--horizon",
+            hours,
+        ]
+        result = subprocess.run(
+            [sys.executable, "-m", "frtwatch", *command, str(path)], capture_output=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        records = [msgspec.json.decode(line, type=Violation) for line in result.stdout.splitlines()]
+        assert check_records(example, pack, events, records) == [], name
 
 
 def test_rules_eval_agrees_exactly_with_the_simulator_ground_truth(tmp_path: Path) -> None:
