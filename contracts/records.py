@@ -41,11 +41,15 @@ class Violation(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
 
     @property
     def revision_id(self) -> str:
-        """Names this record among its violation's records: the original is the violation_id."""
-        if self.revised_by is None:
-            return self.violation_id
-        cause = hashlib.sha256("\x1f".join([self.status, *self.revised_by]).encode()).hexdigest()[:16]
-        return f"{self.violation_id}:{cause}"
+        return revision_id(self.violation_id, self.status, self.revised_by)
+
+
+def revision_id(violation_id: str, status: str, revised_by: list[str] | None) -> str:
+    """Names a record among its violation's records: the original is the violation_id."""
+    if revised_by is None:
+        return violation_id
+    cause = hashlib.sha256("\x1f".join([status, *revised_by]).encode()).hexdigest()[:16]
+    return f"{violation_id}:{cause}"
 
 
 class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):

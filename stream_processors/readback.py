@@ -13,7 +13,7 @@ import msgspec
 from aiokafka.partitioner import DefaultPartitioner
 
 from contracts import topics
-from contracts.records import Violation
+from contracts.records import revision_id
 from frtwatch.kafka_security import KafkaSecurity
 from stream_processors.side_reads import side_consumer
 
@@ -22,7 +22,16 @@ PROGRESS_EVERY = 100_000  # a long read (a journal never stamped: the whole topi
 log = logging.getLogger("frtwatch.readback")
 
 
-_decode = msgspec.json.Decoder(Violation).decode
+class _Published(msgspec.Struct):
+    """What names a published record (read leniently: the contract's validation is not needed)."""
+
+    violation_id: str
+    operator_id: str
+    status: str = "open"
+    revised_by: list[str] | None = None
+
+
+_decode = msgspec.json.Decoder(_Published).decode
 
 
 def lane_of(operator_id: str, lanes: int) -> int:
@@ -67,7 +76,10 @@ async def published_since(
                         continue  # not the processor's: it cannot be one of the lanes' violations
                     lane = lane_of(violation.operator_id, lanes)
                     if lane in mine:
-                        found.setdefault(lane, []).append(violation.revision_id)
+                        record_id = revision_id(
+                            violation.violation_id, violation.status, violation.revised_by
+                        )
+                        found.setdefault(lane, []).append(record_id)
     finally:
         await consumer.stop()
     log.info(

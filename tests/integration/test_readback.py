@@ -8,6 +8,7 @@ import uuid
 from aiokafka import AIOKafkaProducer
 
 from contracts import topics
+from contracts.records import revision_id
 from frtwatch.kafka_security import PLAINTEXT
 from frtwatch.stack.kafka import KafkaCluster
 from stream_processors.readback import MARGIN_MS, lane_of, published_since
@@ -50,10 +51,17 @@ def test_the_violations_of_these_lanes_published_since_a_time_are_found(kafka_al
         records.append((op, value, at))
         if at >= stamp and lane_of(op, PARTITIONS) in {0, 1}:
             want.add(violation_id)
+    # A retraction is a record of its own, named by its revision id.
+    retracted = sorted(want)[0]
+    retraction = {"violation_id": retracted, "operator_id": operator_of[retracted], "status": "retracted"}
+    retraction["revised_by"] = ["ev-late-1"]
+    records.append((operator_of[retracted], json.dumps(retraction).encode(), now))
+    want.add(revision_id(retracted, "retracted", ["ev-late-1"]))
     records.append(("op-000", b"not json", now))  # not the processor's: skipped, not fatal
     asyncio.run(_send(kafka_alone, topics.VIOLATIONS, records))
 
     found = asyncio.run(published_since(kafka_alone.bootstrap_servers, PLAINTEXT, stamp, {0, 1}, PARTITIONS))
     assert want, "the test sends violations of lanes 0 and 1"
     assert {v for ids in found.values() for v in ids} == want
-    assert all(lane_of(operator_of[v], PARTITIONS) == lane for lane, ids in found.items() for v in ids)
+    lanes = {lane: {v.split(":")[0] for v in ids} for lane, ids in found.items()}
+    assert all(lane_of(operator_of[v], PARTITIONS) == lane for lane, ids in lanes.items() for v in ids)
