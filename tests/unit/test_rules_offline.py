@@ -110,13 +110,7 @@ def test_rules_eval_agrees_exactly_with_the_simulator_ground_truth(tmp_path: Pat
         str(keys),
     ]
     assert subprocess.run(simulate, capture_output=True, timeout=300).returncode == 0
-    result = subprocess.run(
-        [sys.executable, "-m", "frtwatch", "rules", "eval", "--keys", str(keys), str(events)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = rules_eval("--keys", str(keys), str(events))
 
     found = [Violation(**json.loads(line)) for line in result.stdout.splitlines()]
     expected = [json.loads(line) for line in truth.read_text().splitlines()]
@@ -142,13 +136,7 @@ def test_rules_eval_judges_a_year_old_history(tmp_path: Path) -> None:
     simulate += ["--start-time", "2025-06-02T08:00:00.000Z", "--output", str(events)]
     simulate += ["--ground-truth", str(truth)]
     assert subprocess.run(simulate, capture_output=True, timeout=300).returncode == 0
-    result = subprocess.run(
-        [sys.executable, "-m", "frtwatch", "rules", "eval", str(events)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = rules_eval(str(events))
     assert "3000 line(s): 3000 judged, 0 refused" in result.stderr
     expected = [json.loads(line) for line in truth.read_text().splitlines()]
     want = {(e["policy_pack"], e["rule_id"], e["event_id"]) for e in expected if e["expect"] == "violation"}
@@ -168,14 +156,20 @@ def test_rules_eval_judges_a_year_old_history(tmp_path: Path) -> None:
         stored.append({column: values[column] for column in tables.STORED_COLUMNS})
     with archive.open("wb") as out:
         tables.write_archive(out, {}, tables.table(stored), "csv")
-    from_archive = subprocess.run(
-        [sys.executable, "-m", "frtwatch", "rules", "eval", str(archive)],
+    from_archive = rules_eval(str(archive))
+    assert verdicts(from_archive.stdout) == verdicts(result.stdout)
+
+
+def rules_eval(*args: str) -> subprocess.CompletedProcess[str]:
+    """`frtwatch rules eval` with these arguments, which must succeed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "frtwatch", "rules", "eval", *args],
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert from_archive.returncode == 0, from_archive.stderr[-2000:]
-    assert verdicts(from_archive.stdout) == verdicts(result.stdout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
 
 
 def verdicts(output: str) -> list[dict[str, object]]:
