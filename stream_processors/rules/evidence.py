@@ -2,12 +2,12 @@
 
 Held compactly, because a horizon of a day at 5,000 events/s would be 432 million events: in
 chunks of encoded events compressed together (lz4: a chunk of a fleet's JSON to about 40%, five
-times as fast as zlib's fastest level, which cost more than the judging of the events), each
-with its events' times, and an index from each key (a subject, a device, an operator's
-registry) to record numbers. Bounded twice: by the horizon in event time, and by ``limit``
-records; whole chunks leave, oldest first. Records pushed out by the limit before the horizon
-lower the reach of revisions, not their correctness: ``floor`` is the event time below which
-the evidence may be incomplete, so a fact older than it can be counted.
+times as fast as zlib's fastest level, which took 13 µs an event), and an index from each key
+(a subject, a device, an operator's registry) to record numbers and event times. Bounded
+twice: by the horizon in event time, and by ``limit`` records; whole chunks leave, oldest
+first. Records pushed out by the limit before the horizon lower the reach of revisions, not
+their correctness: ``floor`` is the event time below which the evidence may be incomplete, so
+a fact older than it can be counted.
 """
 
 import bisect
