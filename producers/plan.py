@@ -338,13 +338,21 @@ class TrafficPlan:
             ),
         )
 
-    def _scenario_consent(self, slot: int, op: Operator) -> None:
+    def _consent_story_cast(self, slot: int, op: Operator) -> tuple[Subject, Device] | None:
+        """A subject without standing consent and a device that asks for one; None (and a plain
+        recognition instead) when the operator has no such device."""
         subject = self.rng.choice(self._no_consent[op.operator_id])
         devices = [d for d in self._registered[op.operator_id] if d.purpose != "public_safety"]
         if not devices:
             self._scenario_recognition(slot, op)
+            return None
+        return subject, self.rng.choice(devices)
+
+    def _scenario_consent(self, slot: int, op: Operator) -> None:
+        chosen = self._consent_story_cast(slot, op)
+        if chosen is None:
             return
-        device = self.rng.choice(devices)
+        subject, device = chosen
         now = self.slot_time(slot)
         story = self.rng.choice(["expiry", "withdrawal", "late", "grant"])
         if story == "late":  # the consent occurred a second before, but arrives three seconds after
@@ -375,12 +383,10 @@ class TrafficPlan:
 
     def _scenario_revision(self, slot: int, op: Operator) -> None:
         """A late fact past the grace period that changes a recognition's verdict."""
-        subject = self.rng.choice(self._no_consent[op.operator_id])
-        devices = [d for d in self._registered[op.operator_id] if d.purpose != "public_safety"]
-        if not devices:
-            self._scenario_recognition(slot, op)
+        chosen = self._consent_story_cast(slot, op)
+        if chosen is None:
             return
-        device = self.rng.choice(devices)
+        subject, device = chosen
         story = self.rng.choice(REVISION_STORIES)
         grant = self._grant(op, subject, [device.purpose], None)
         consent_id = grant.payload["consent_id"]
