@@ -7,7 +7,7 @@ that was rewritten after a checkpoint cannot produce one.
 """
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 
 def leaf_hash(entry: bytes) -> bytes:
@@ -19,6 +19,10 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+# The log stores the roots of its perfect subtrees of 2**8 leaves and more (audit_nodes): any
+# subtree's root is then a few stored nodes and at most 256 leaves away.
+STORED_HEIGHT = 8
+Span = tuple[int, int]  # the subtree over leaves [start, end)
 
 
 def _split(n: int) -> int:
@@ -119,13 +123,115 @@ def verify_consistency(
     return sn == 0 and fr == old_root and sr == new_root
 
 
+def inclusion_spans(index: int, size: int) -> list[Span]:
+    """The subtrees whose roots are leaf ``index``'s audit path in a tree of ``size``: the
+    spans inclusion_proof takes the roots of, in the same order."""
+    if not 0 <= index < size:
+        raise IndexError(f"leaf {index} is not in a tree of {size}")
+    spans = []
+    start, end = 0, size
+    while end - start > 1:
+        k = _split(end - start)
+        if index < start + k:
+            spans.append((start + k, end))
+            end = start + k
+        else:
+            spans.append((start, start + k))
+            start += k
+    return spans[::-1]
+
+
+def consistency_spans(old_size: int, size: int) -> list[Span]:
+    """The subtrees whose roots prove the tree of ``old_size`` a prefix of the tree of ``size``:
+    the spans consistency_proof takes the roots of, in the same order."""
+    if not 0 < old_size <= size:
+        raise ValueError(f"no consistency proof from size {old_size} to {size}")
+    spans = []
+    start, end, m, complete = 0, size, old_size, True
+    while m != end - start:
+        k = _split(end - start)
+        if m <= k:
+            spans.append((start + k, end))
+            end = start + k
+        else:
+            spans.append((start, start + k))
+            start, m, complete = start + k, m - k, False
+    if not complete:
+        spans.append((start, end))
+    return spans[::-1]
+
+
+def perfect_parts(span: Span) -> list[tuple[int, int]]:
+    """A subtree of the log as perfect subtrees (height, index), left to right: its size's
+    binary digits, largest first (every span of the proofs above starts aligned to them)."""
+    start, end = span
+    parts = []
+    while start < end:
+        height = (end - start).bit_length() - 1
+        parts.append((height, start >> height))
+        start += 1 << height
+    return parts
+
+
+def _fold(parts: Sequence[bytes]) -> bytes:
+    """The root of a subtree from its perfect parts' roots (RFC 6962's split, right to left)."""
+    node = parts[-1]
+    for left in reversed(parts[:-1]):
+        node = node_hash(left, node)
+    return node
+
+
+NodeFetch = Callable[[Collection[tuple[int, int]]], dict[tuple[int, int], bytes]]
+LeafFetch = Callable[[Collection[int]], dict[int, bytes]]  # blocks of 256 -> {seq: leaf}
+
+
+class StoredTree:
+    """The log's tree of ``size`` leaves (any size up to the log's) read from its stored nodes:
+    each proof costs O(log n) stored nodes and at most 256 leaves per level below
+    STORED_HEIGHT, fetched once for a whole batch of proofs."""
+
+    def __init__(self, size: int, nodes: NodeFetch, leaves: LeafFetch) -> None:
+        self.size, self._nodes, self._leaves = size, nodes, leaves
+
+    def root(self) -> bytes:
+        return self.roots([(0, self.size)])[(0, self.size)] if self.size else EMPTY_ROOT
+
+    def inclusion_proofs(self, indices: Sequence[int]) -> list[list[bytes]]:
+        paths = [inclusion_spans(index, self.size) for index in indices]
+        found = self.roots(span for path in paths for span in path)
+        return [[found[span] for span in path] for path in paths]
+
+    def consistency_proof(self, old_size: int) -> list[bytes]:
+        spans = consistency_spans(old_size, self.size)
+        found = self.roots(spans)
+        return [found[span] for span in spans]
+
+    def roots(self, spans: Iterable[Span]) -> dict[Span, bytes]:
+        wanted = {span: perfect_parts(span) for span in spans}
+        parts = {part for listed in wanted.values() for part in listed}
+        high = [p for p in parts if p[0] >= STORED_HEIGHT]
+        blocks = {(index << height) >> STORED_HEIGHT for height, index in parts if height < STORED_HEIGHT}
+        nodes = self._nodes(high) if high else {}
+        if len(nodes) < len(high):
+            raise LookupError(f"stored nodes missing: {sorted(set(high) - set(nodes))[:5]}")
+        leaves = self._leaves(blocks) if blocks else {}
+        for height, index in parts:
+            if height < STORED_HEIGHT:
+                first = index << height
+                nodes[height, index] = root([leaves[seq] for seq in range(first, first + (1 << height))])
+        return {span: _fold([nodes[part] for part in listed]) for span, listed in wanted.items()}
+
+
 class Frontier:
     """The log's tree kept as its perfect subtrees' roots (at most log2 n hashes), so the sink
-    learns the root after every append without holding the leaves."""
+    learns the root after every append without holding the leaves. Every perfect subtree of
+    STORED_HEIGHT or more completed on the way is kept in ``completed`` (height, index, root)
+    until the sink stores it."""
 
     def __init__(self) -> None:
         self.size = 0
         self._peaks: list[tuple[int, bytes]] = []  # (height, root), largest first
+        self.completed: list[tuple[int, int, bytes]] = []
 
     def append(self, leaf: bytes) -> None:
         self._push(0, leaf)
@@ -138,18 +244,33 @@ class Frontier:
             aligned = (self.size & -self.size).bit_length() - 1 if self.size else 64
             height = min(aligned, (len(leaves) - done).bit_length() - 1)
             level = list(leaves[done : done + (1 << height)])
+            below = 0
             while len(level) > 1:
                 level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+                below += 1
+                if below >= STORED_HEIGHT and below < height:  # the top one is kept by _push
+                    first = self.size >> below
+                    self.completed += [(below, first + i, node) for i, node in enumerate(level)]
             self._push(height, level[0])
             done += 1 << height
 
     def _push(self, height: int, node: bytes) -> None:
         """A perfect subtree of 2**height leaves, starting at ``size`` (which it divides)."""
+        start = self.size
         self.size += 1 << height
-        while self._peaks and self._peaks[-1][0] == height:
+        while True:
+            if height >= STORED_HEIGHT:
+                self.completed.append((height, start >> height, node))
+            if not self._peaks or self._peaks[-1][0] != height:
+                break
             _, left = self._peaks.pop()
+            start -= 1 << height
             node, height = node_hash(left, node), height + 1
         self._peaks.append((height, node))
+
+    def take_completed(self) -> list[tuple[int, int, bytes]]:
+        taken, self.completed = self.completed, []
+        return taken
 
     def root(self) -> bytes:
         if not self._peaks:

@@ -9,6 +9,7 @@ While ClickHouse fails, the sink pauses its partitions (so memory holds one batc
 with backoff, and counts and logs every failure. Every ``checkpoint_seconds`` the new tree head
 is signed and stored."""
 
+import base64
 import contextlib
 import logging
 import time
@@ -23,10 +24,10 @@ from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry
 
 from audit import entries
-from audit.checkpoint import ORIGIN, Checkpoint, Signer, sign_checkpoint
+from audit.checkpoint import ORIGIN, Checkpoint, CheckpointError, Signer, open_checkpoint, sign_checkpoint
 from audit.entries import Entry
 from audit.idfilter import IdFilter
-from audit.merkle import Frontier, leaf_hash
+from audit.merkle import EMPTY_ROOT, Frontier, leaf_hash
 from audit.store import Store
 from contracts import topics
 from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
@@ -43,6 +44,15 @@ READERS = {
 MAX_BACKOFF = 30.0
 Polled = dict[TopicPartition, list[ConsumerRecord]]
 LAG_SECONDS = 5.0
+
+
+class LogMismatch(RuntimeError):
+    """The database no longer holds the log the sink signed (rewritten, truncated, or its
+    nodes changed): the sink refuses to go on, so a rewrite is never signed again."""
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
 
 
 @dataclass
@@ -74,26 +84,71 @@ class AuditSink:
     _write_failed: bool = False  # a failed write may have landed in part: resync before retrying
 
     def recover(self) -> None:
-        """Resume the log where its leaves end: unfinished rows go, the tree is rebuilt."""
+        """Resume the log where its leaves end: unfinished rows go, the tree is rebuilt, and
+        checked against what the sink signed and stored before (LogMismatch if it differs);
+        nodes not yet stored (a crash, or a log older than migration 0006) are stored."""
         self.store.migrate()
         size = self.store.size()
         self.store.drop_unfinished(size)
+        signed = self._last_signed()
         self.frontier, self.ids = Frontier(), IdFilter()
+        rebuilt_at_signed = EMPTY_ROOT if signed and signed.size == 0 else None
         ids: list[str] = []
         leaves: list[bytes] = []
         for entry_id, leaf in self.store.leaves(size):
             ids.append(entry_id)
             leaves.append(leaf)
-            if len(ids) == 100_000:
+            if len(ids) == 100_000 or (signed and self.frontier.size + len(leaves) == signed.size):
                 self.ids.add(ids)
                 self.frontier.extend(leaves)
                 ids, leaves = [], []
+                if signed and self.frontier.size == signed.size:
+                    rebuilt_at_signed = self.frontier.root()
         self.ids.add(ids)
         self.frontier.extend(leaves)
+        self._check(signed, rebuilt_at_signed)
         self.metrics.log_entries.set(size)
-        latest = self.store.latest_checkpoint()
-        self._signed_size = latest[0] if latest else -1
+        self._signed_size = signed.size if signed else -1
         log.info("audit log holds %d entries", size)
+
+    def _last_signed(self) -> Checkpoint | None:
+        latest = self.store.latest_checkpoint()
+        if latest is None:
+            return None
+        try:
+            return open_checkpoint(latest[1], self.signer.vkey())
+        except CheckpointError as error:
+            raise self._mismatch(f"its last checkpoint (size {latest[0]}) does not verify: {error}") from None
+
+    def _check(self, signed: Checkpoint | None, rebuilt_at_signed: bytes | None) -> None:
+        """The log must still be what was signed: the last checkpoint's tree a prefix of the
+        rebuilt one, every body hashing to its leaf, every stored node the rebuilt one."""
+        size = self.frontier.size
+        if signed and signed.size > size:
+            raise self._mismatch(
+                f"it holds {size} entries, fewer than the {signed.size} of its last signed checkpoint "
+                f"(root {_b64(signed.root)})"
+            )
+        if signed and rebuilt_at_signed != signed.root:
+            raise self._mismatch(
+                f"rebuilt from its leaves, its tree of {signed.size} entries has root "
+                f"{_b64(rebuilt_at_signed or b'')}, but its last signed checkpoint of that size has root "
+                f"{_b64(signed.root)} (the log now holds {size} entries)"
+            )
+        rewritten = self.store.bodies_not_matching_leaves()
+        if rewritten:
+            raise self._mismatch(f"the bodies of entries {rewritten} no longer hash to their leaves")
+        rebuilt = {(h, i): node for h, i, node in self.frontier.take_completed()}
+        for height, index, node in self.store.all_nodes():
+            if rebuilt.pop((height, index), None) != node:
+                raise self._mismatch(f"its stored node ({height}, {index}) is not the rebuilt one")
+        self.store.add_nodes([(h, i, node) for (h, i), node in sorted(rebuilt.items())])
+        self.metrics.log_mismatch.set(0)
+
+    def _mismatch(self, why: str) -> "LogMismatch":
+        self.metrics.log_mismatch.set(1)
+        return LogMismatch(f"the audit log in the database is not the log this sink signed: {why}; "
+                           "refusing to sign over it")  # fmt: skip
 
     def run(self, stop: Callable[[], bool]) -> None:
         self.recover()
@@ -254,6 +309,7 @@ class AuditSink:
         hashes = [leaf_hash(entry.body) for entry in fresh]
         self.store.append(fresh, size, entries.recorded_now(), hashes)
         self.frontier.extend(hashes)
+        self.store.add_nodes(self.frontier.take_completed())  # lost in a crash: recover stores them
         self.ids.add([entry.entry_id for entry in fresh])
         self.stats.entries += len(fresh)
         self.metrics.batch_rows.observe(len(fresh))

@@ -3,7 +3,7 @@
 runs the sink owns it (see README, "The audit log").
 """
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from pathlib import Path
@@ -13,6 +13,7 @@ import clickhouse_connect
 
 from audit import migrate
 from audit.entries import COLUMNS, Entry
+from audit.merkle import STORED_HEIGHT, StoredTree
 
 DATABASE = "frtwatch"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -23,12 +24,22 @@ def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _hash(value: Any) -> bytes:
+    """A FixedString(32) as the client returns it (bytes, or str when it decodes)."""
+    return bytes(value) if not isinstance(value, str) else value.encode("latin-1")
+
+
 class Store:
     def __init__(self, dsn: str, database: str = DATABASE) -> None:
         if dsn.startswith("chdb://"):
             Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
         self.client: Any = clickhouse_connect.get_client(dsn=dsn)
-        self.db = database
+        self.dsn, self.db = dsn, database
+
+    def another(self) -> "Store":
+        """A connection of its own to the same store: a query on one never waits for another's
+        (chDB serves many connections in one process, a server many clients)."""
+        return Store(self.dsn, self.db)
 
     def close(self) -> None:
         self.client.close()
@@ -97,10 +108,61 @@ class Store:
                 f"{min(end, start + chunk)} ORDER BY seq"
             ).result_rows
             for entry_id, leaf in rows:
-                yield entry_id, bytes(leaf) if not isinstance(leaf, str) else leaf.encode("latin-1")
+                yield entry_id, _hash(leaf)
 
     def leaf_hashes(self, end: int) -> Iterator[bytes]:
         return (leaf for _, leaf in self.leaves(end))
+
+    # -- stored tree nodes (audit_nodes) --------------------------------------------------------
+
+    def add_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        if nodes:
+            self.client.insert(f"{self.db}.audit_nodes", list(nodes), column_names=["height", "idx", "hash"])
+
+    def nodes(self, keys: Collection[tuple[int, int]], chunk: int = 4_000) -> dict[tuple[int, int], bytes]:
+        found: dict[tuple[int, int], bytes] = {}
+        listed = sorted(keys)
+        for start in range(0, len(listed), chunk):
+            wanted = ",".join(f"({h},{i})" for h, i in listed[start : start + chunk])
+            rows = self.client.query(
+                f"SELECT height, idx, hash FROM {self.db}.audit_nodes WHERE (height, idx) IN ({wanted})"
+            ).result_rows
+            found.update(((int(h), int(i)), _hash(node)) for h, i, node in rows)
+        return found
+
+    def all_nodes(self) -> Iterator[tuple[int, int, bytes]]:
+        """Every stored node, in (height, index) order (about 2 per 256 leaves)."""
+        rows = self.client.query(
+            f"SELECT DISTINCT height, idx, hash FROM {self.db}.audit_nodes ORDER BY height, idx"
+        ).result_rows
+        return ((int(h), int(i), _hash(node)) for h, i, node in rows)
+
+    def leaf_blocks(self, blocks: Collection[int], chunk: int = 4_000) -> dict[int, bytes]:
+        """{seq: leaf hash} of the leaves in these blocks of 2**STORED_HEIGHT."""
+        found: dict[int, bytes] = {}
+        listed = sorted(blocks)
+        for start in range(0, len(listed), chunk):
+            wanted = ",".join(map(str, listed[start : start + chunk]))
+            rows = self.client.query(
+                f"SELECT seq, leaf_hash FROM {self.db}.audit_leaves "
+                f"WHERE intDiv(seq, {1 << STORED_HEIGHT}) IN ({wanted})"
+            ).result_rows
+            found.update((int(seq), _hash(leaf)) for seq, leaf in rows)
+        return found
+
+    def tree(self, size: int) -> StoredTree:
+        """The log's tree of ``size`` leaves, for proofs, read from its stored nodes."""
+        return StoredTree(size, self.nodes, self.leaf_blocks)
+
+    def bodies_not_matching_leaves(self, limit: int = 5) -> list[int]:
+        """Seqs whose stored body no longer hashes to its leaf: a rewritten entry (bodies past
+        retention are gone, and not checked). One scan, inside ClickHouse."""
+        rows = self.client.query(
+            f"SELECT l.seq FROM {self.db}.audit_log AS l INNER JOIN {self.db}.audit_leaves AS v "
+            f"ON l.seq = v.seq WHERE SHA256(concat(char(0), l.body)) != v.leaf_hash ORDER BY l.seq "
+            f"LIMIT {int(limit)}"
+        ).result_rows
+        return [int(row[0]) for row in rows]
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -110,6 +172,14 @@ class Store:
             [(size, root, note, datetime.now(UTC))],
             column_names=["size", "root", "note", "signed_at"],
         )
+
+    def checkpoint_at(self, size: int) -> str | None:
+        """The checkpoint signed at exactly this size (every one is kept)."""
+        rows = self.client.query(
+            f"SELECT note FROM {self.db}.audit_checkpoints WHERE size = {int(size)} "
+            "ORDER BY signed_at LIMIT 1"
+        ).result_rows
+        return str(rows[0][0]) if rows else None
 
     def latest_checkpoint(self) -> tuple[int, str] | None:
         rows = self.client.query(

@@ -237,6 +237,11 @@ class SinkMetrics:
             registry=registry,
         )
         self.log_entries = Gauge("frtwatch_sink_log_entries", "Entries in the audit log.", registry=registry)
+        self.log_mismatch = Gauge(
+            "frtwatch_sink_log_mismatch",
+            "1 when the audit log in the database differs from what the sink signed (it refuses to sign).",
+            registry=registry,
+        )
         for kind in ("event", "violation", "dead_letter", "query"):
             self.entries.labels(kind)
 

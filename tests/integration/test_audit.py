@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from audit import migrate
 from audit.entries import COLUMNS
 from audit.store import Store
@@ -54,6 +56,7 @@ def test_violations_logged_before_revisions_read_as_open_originals(tmp_path: Pat
     from audit import queries
     from audit.checkpoint import Signer
     from audit.entries import violation
+    from audit.merkle import leaf_hash
     from audit.selection import Selection
     from audit.sink import AuditSink
     from contracts import Violation, topics
@@ -66,9 +69,11 @@ def test_violations_logged_before_revisions_read_as_open_originals(tmp_path: Pat
         old = violation(msgspec.json.encode(original), f"{topics.VIOLATIONS}:0:0")
         before = [c for c in COLUMNS if c not in ("violation_id", "status")]
         store.client.insert(
-            f"{store.db}.audit_log", [old.row(0, datetime.now(UTC))[: len(before)]], column_names=before
+            f"{store.db}.audit_log",
+            [[*old.row(0, datetime.now(UTC))[: len(before)], leaf_hash(old.body)]],
+            column_names=[*before, "leaf_hash"],
         )
-        assert [m.version for m in migrate.upgrade(store.client, store.db)] == [5]
+        assert [m.version for m in migrate.upgrade(store.client, store.db, target=5)] == [5]
         listed, _ = queries.violations(store, Selection(), 10)
         assert [(v["entry_id"], v["status"], v["records"]) for v in listed] == [
             (original.violation_id, "open", 1)
@@ -208,5 +213,84 @@ def test_a_write_that_landed_but_reported_failure_is_not_written_twice(tmp_path:
         assert store.size() == len(batch) == sink.frontier.size
         assert store.client.command(f"SELECT count() FROM {store.db}.audit_log") == len(batch)
         assert sink.frontier.root() == root(list(store.leaf_hashes(len(batch))))
+    finally:
+        store.close()
+
+
+FILLER = 1_000  # entries of a synthetic log: nodes of heights 8 and 9
+
+
+def _synthetic_log(store: Store, count: int, first: int = 0) -> None:
+    """Entries ``first`` .. ``first + count - 1`` written by ClickHouse itself (their leaves by
+    the materialized view), as a sink would have written them."""
+    store.client.command(
+        f"INSERT INTO {store.db}.audit_log (seq, kind, entry_id, operator_id, occurred_at, recorded_at, "
+        "source, body, leaf_hash) SELECT number, 'event', concat('filler-', toString(number)), "
+        "'op-filler', now64(3), now64(3), 'bench', concat('{\"event_id\":\"filler-', toString(number), "
+        "'\"}') AS b, SHA256(concat(char(0), b)) "
+        f"FROM numbers({first}, {count})"
+    )
+
+
+@pytest.mark.parametrize("change", ["leaf", "body", "node", "truncated", "checkpoint"])
+def test_a_rewritten_log_is_refused_at_sink_start(tmp_path: Path, change: str) -> None:
+    """The sink signed a log; the database is changed; a sink started on it refuses to sign,
+    naming sizes and roots, and sets its metric. An unchanged log starts again as before."""
+    from audit.checkpoint import Signer
+    from audit.sink import AuditSink, LogMismatch
+
+    store = Store(f"chdb://{tmp_path / 'ch'}")
+    try:
+        signer = Signer.load_or_create(tmp_path / "key")
+        store.migrate()
+        _synthetic_log(store, FILLER)
+        sink = AuditSink(store, signer, "unused:9092")
+        sink.recover()  # stores the nodes of a log written before them (a backfill)
+        sink.checkpoint()
+        assert store.client.command(f"SELECT count() FROM {store.db}.audit_nodes") == 4  # (8, 0..2), (9, 0)
+        AuditSink(store, signer, "unused:9092").recover()  # unchanged: accepted
+        tamper = {
+            "leaf": f"ALTER TABLE {store.db}.audit_leaves UPDATE leaf_hash = SHA256('x') WHERE seq = 700",
+            "body": f"ALTER TABLE {store.db}.audit_log UPDATE body = '{{}}' WHERE seq = 5",
+            "node": f"ALTER TABLE {store.db}.audit_nodes UPDATE hash = SHA256('x') WHERE height = 9",
+            "truncated": f"ALTER TABLE {store.db}.audit_leaves DELETE WHERE seq >= 990",
+            "checkpoint": f"ALTER TABLE {store.db}.audit_checkpoints UPDATE note = replaceOne(note, "
+            f"'\\n{FILLER}\\n', '\\n{FILLER - 1}\\n') WHERE 1",
+        }[change]
+        store.client.command(tamper + " SETTINGS mutations_sync = 1")
+        again = AuditSink(store, signer, "unused:9092")
+        with pytest.raises(LogMismatch, match="refusing to sign") as refused:
+            again.recover()
+        assert again.metrics.log_mismatch._value.get() == 1
+        if change == "leaf":
+            assert f"its tree of {FILLER} entries has root" in str(refused.value)
+            assert "but its last signed checkpoint of that size has root" in str(refused.value)
+        if change == "truncated":
+            assert f"fewer than the {FILLER} of its last signed checkpoint" in str(refused.value)
+        assert store.client.command(f"SELECT count() FROM {store.db}.audit_checkpoints") == 1  # none signed
+    finally:
+        store.close()
+
+
+def test_nodes_lost_in_a_crash_are_stored_again_at_start(tmp_path: Path) -> None:
+    from audit.checkpoint import Signer
+    from audit.merkle import consistency_proof, inclusion_proof, root
+    from audit.sink import AuditSink
+
+    store = Store(f"chdb://{tmp_path / 'ch'}")
+    try:
+        store.migrate()
+        _synthetic_log(store, FILLER)
+        sink = AuditSink(store, Signer.load_or_create(tmp_path / "key"), "unused:9092")
+        sink.recover()
+        store.client.command(
+            f"ALTER TABLE {store.db}.audit_nodes DELETE WHERE idx > 0 SETTINGS mutations_sync = 1"
+        )
+        sink.recover()
+        leaves = list(store.leaf_hashes(FILLER))
+        tree = store.tree(FILLER - 3)
+        assert tree.root() == root(leaves[: FILLER - 3])
+        assert tree.inclusion_proofs([600]) == [inclusion_proof(leaves[: FILLER - 3], 600)]
+        assert tree.consistency_proof(513) == consistency_proof(leaves[: FILLER - 3], 513)
     finally:
         store.close()

@@ -1,10 +1,17 @@
 """The audit log's Merkle tree against RFC 6962's definition, computed the slow way."""
 
 import hashlib
+from collections.abc import Collection
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit.merkle import (
     EMPTY_ROOT,
+    STORED_HEIGHT,
     Frontier,
+    StoredTree,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
@@ -77,3 +84,73 @@ def test_the_levelled_tree_gives_the_same_roots_and_proofs() -> None:
         assert tree.root() == root(LEAVES[:n])
         for m in range(n):
             assert tree.inclusion_proof(m) == inclusion_proof(LEAVES[:n], m)
+
+
+# -- proofs from stored nodes ------------------------------------------------------------------
+
+LOG = [leaf_hash(f"entry {i}".encode()) for i in range(5 * 256 + 37)]  # nodes of heights 8 to 10
+
+
+def stored_log(batches: list[int]) -> tuple[Frontier, dict[tuple[int, int], bytes]]:
+    """LOG appended in batches of these sizes (cycled), as the sink does: its stored nodes."""
+    frontier, stored, done, n = Frontier(), {}, 0, 0
+    while done < len(LOG):
+        step = batches[n % len(batches)]
+        frontier.extend(LOG[done : done + step])
+        done, n = min(len(LOG), done + step), n + 1
+        stored |= {(h, i): node for h, i, node in frontier.take_completed()}
+    return frontier, stored
+
+
+def stored_tree(size: int, stored: dict[tuple[int, int], bytes]) -> StoredTree:
+    def leaves(blocks: Collection[int]) -> dict[int, bytes]:
+        return {s: LOG[s] for b in blocks for s in range(b * 256, min(len(LOG), (b + 1) * 256))}
+
+    return StoredTree(size, lambda keys: {k: stored[k] for k in keys if k in stored}, leaves)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 700), min_size=1, max_size=5))
+def test_the_frontier_keeps_every_complete_subtree_of_256_and_more(batches: list[int]) -> None:
+    frontier, stored = stored_log(batches)
+    assert frontier.root() == root(LOG)
+    expected = {
+        (h, i): root(LOG[i << h : (i + 1) << h])
+        for h in range(STORED_HEIGHT, len(LOG).bit_length())
+        for i in range(len(LOG) >> h)
+    }
+    assert stored == expected
+
+
+def test_stored_node_proofs_equal_the_in_memory_ones_for_every_size() -> None:
+    _, stored = stored_log([300, 1, 77])
+    for size in range(1, len(LOG) + 1):
+        tree = stored_tree(size, stored)
+        assert tree.root() == root(LOG[:size])
+        indices = sorted({0, size - 1, size // 2, (size * 7) // 11})
+        assert tree.inclusion_proofs(indices) == [inclusion_proof(LOG[:size], i) for i in indices]
+        for old in sorted({1, size, size // 3 + 1, max(1, size - 256), 256 if size >= 256 else 1}):
+            assert tree.consistency_proof(old) == consistency_proof(LOG[:size], old), (old, size)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_stored_node_proofs_equal_the_in_memory_ones(data: st.DataObject) -> None:
+    _, stored = STORED
+    size = data.draw(st.integers(1, len(LOG)))
+    old = data.draw(st.integers(1, size))
+    index = data.draw(st.integers(0, size - 1))
+    tree = stored_tree(size, stored)
+    assert tree.inclusion_proofs([index]) == [inclusion_proof(LOG[:size], index)]
+    assert tree.consistency_proof(old) == consistency_proof(LOG[:size], old)
+    assert verify_consistency(old, size, root(LOG[:old]), tree.root(), tree.consistency_proof(old))
+
+
+STORED = stored_log([256 * 3, 1000])
+
+
+def test_a_missing_stored_node_is_an_error_not_a_wrong_proof() -> None:
+    _, stored = stored_log([len(LOG)])
+    del stored[8, 1]  # the sibling of leaf 0's first 256
+    with pytest.raises(LookupError):
+        stored_tree(len(LOG), stored).inclusion_proofs([0])
