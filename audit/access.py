@@ -6,11 +6,14 @@
       - {name: cac-shanghai, role: regulator, jurisdiction: shanghai, token_sha256: ...}
       - {name: op-000-compliance, role: operator, operator_id: op-000, token_sha256: ...}
       - {name: noc, role: ops, token_sha256: ...}
+      - {name: dpa-oversight, role: auditor, token_sha256: ...}
 
 A regulator sees the rows of its jurisdiction's operators, an operator only its own, ops only
-aggregates (never a row, so never a subject_ref). Which operator falls under which
-jurisdiction is deployment configuration: events do not carry it. Only SHA-256 hashes of
-tokens are stored; `frtwatch api token` makes a token and prints it once.
+aggregates (never a row, so never a subject_ref). Query records (who asked the API what) are
+seen by the principal who made them and by auditors, who audit the auditors: they read every
+query record and no other row. Which operator falls under which jurisdiction is deployment
+configuration: events do not carry it. Only SHA-256 hashes of tokens are stored;
+`frtwatch api token` makes a token and prints it once.
 """
 
 import hashlib
@@ -23,7 +26,7 @@ from typing import Any
 
 import yaml
 
-ROLES = ("regulator", "operator", "ops")
+ROLES = ("regulator", "operator", "ops", "auditor")
 log = logging.getLogger("frtwatch.api")
 
 
@@ -37,6 +40,15 @@ class Principal:
     role: str  # one of ROLES
     jurisdiction: str | None = None  # regulators
     operator_id: str | None = None  # operators
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The rows a principal may read: those of ``operators``, and the query records made by
+    ``askers`` (None: by anyone)."""
+
+    operators: tuple[str, ...]
+    askers: tuple[str, ...] | None
 
 
 def token_hash(token: str) -> str:
@@ -109,7 +121,17 @@ class Access:
             return self.jurisdictions.get(str(principal.jurisdiction), frozenset())
         if principal.role == "operator":
             return frozenset([str(principal.operator_id)])
+        if principal.role == "auditor":
+            return frozenset()
         return None
+
+    def scope(self, principal: Principal) -> Scope | None:
+        """What ``principal`` may read row by row; None: nothing (ops, aggregates only)."""
+        operators = self.operators(principal)
+        if operators is None:
+            return None
+        askers = None if principal.role == "auditor" else (principal.name,)
+        return Scope(tuple(sorted(operators)), askers)
 
 
 class AccessFile:

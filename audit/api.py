@@ -1,20 +1,23 @@
 """The regulators' HTTP API over the audit log (FastAPI; OpenAPI at /openapi.json, docs at /docs).
 
 Bearer tokens name a principal (audit/access.py): a regulator reads its jurisdiction's
-operators, an operator itself, ops only the summary. A violation is listed once, as it stands
-now (its last record: open, or retracted by a late fact); its history holds every record.
-Every call to /v1, answered or refused, is recorded in the audit log before its answer leaves
-(audit/query_log.py); if the record cannot be published the caller gets 503 and no data.
+operators, an operator itself, ops only the summary; query records only their asker and the
+auditors. A violation is listed once, as it stands now (its last record: open, or retracted by
+a late fact); its history holds every record. Every call to /v1, answered or refused, is
+recorded in the audit log before its answer leaves (audit/query_log.py); if the record cannot
+be published the caller gets 503 and no data. Calls over their rate limit (audit/limits.py)
+are refused with 429 before that, and recorded together, one record a minute.
 """
 
+import asyncio
 import logging
+import queue
 import re
 import tempfile
-import threading
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,17 +30,31 @@ from pydantic import BaseModel, BeforeValidator
 from starlette.background import BackgroundTask
 
 from audit import queries
-from audit.access import AccessFile, Principal, token_hash
-from audit.checkpoint import Signer
+from audit.access import AccessFile, Principal, Scope, token_hash
+from audit.checkpoint import StatementSigner
 from audit.export import FORMATS, NoCheckpoint, TooLarge, export
-from audit.query_log import QueryLog, QueryLogUnavailable, new_request_id, query_record
+from audit.limits import ADDRESS_RATE, PRINCIPAL_RATE, Buckets, Rate, Tally, address_key, retry_after
+from audit.query_log import (
+    QueryLog,
+    QueryLogUnavailable,
+    new_request_id,
+    query_record,
+    rate_limited_record,
+)
 from audit.selection import Selection
 from audit.store import Store
 from contracts.records import ViolationStatus
+from contracts.timestamps import format_timestamp
 from contracts.vocabulary import Severity
 
 log = logging.getLogger("frtwatch.api")
 UNRECORDED = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/healthz")
+# Every part of a call is bounded, so is every query record: a longer path or query string, more
+# parameters or any body is refused (and recorded within these bounds).
+MAX_PATH_CHARS = 1024
+MAX_QUERY_CHARS = 4096
+MAX_PARAMS = 50
+MAX_PARAM_KEY_CHARS = 64
 MAX_PARAM_CHARS = 512  # what one query record keeps of each parameter
 
 Kind = Literal["event", "violation", "dead_letter", "query"]
@@ -127,14 +144,24 @@ class Service:
     store: Store
     access_file: AccessFile
     query_log: QueryLog
-    signer: Signer
-    # One read at a time on this client (requests run in a thread pool).
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    statements: StatementSigner  # signs export statements; the log's own key stays with the sink
+    rate: Rate = PRINCIPAL_RATE
+    anonymous_rate: Rate = ADDRESS_RATE
+    refusals_every: float = 60.0  # seconds between records of the calls refused over their rate
+    # Idle connections, one taken by each read (requests run in a thread pool): a read waits
+    # for no other, however long (chDB serves many connections in one process).
+    idle: "queue.SimpleQueue[Store]" = field(default_factory=queue.SimpleQueue)
 
     @contextmanager
     def reading(self) -> Iterator[Store]:
-        with self.lock:
-            yield self.store
+        try:
+            store = self.idle.get_nowait()
+        except queue.Empty:
+            store = self.store.another()
+        try:
+            yield store
+        finally:
+            self.idle.put(store)
 
 
 def _calendar_time(value: Any) -> Any:
@@ -157,15 +184,46 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem},
     401: {"model": Problem},
     403: {"model": Problem},
+    413: {"model": Problem, "description": "the API takes no request body"},
+    414: {"model": Problem, "description": "a path or query string longer than the API takes"},
+    429: {"model": Problem, "description": "over the rate limit: retry after Retry-After seconds"},
     503: {"model": Problem, "description": "the query could not be recorded in the audit log"},
 }
 
 
 def create_app(service: Service) -> FastAPI:
+    by_principal, by_address = Buckets(service.rate), Buckets(service.anonymous_rate)
+    refused = Tally()
+
+    def record_refusals() -> None:
+        taken = refused.take()
+        if taken is None:
+            return
+        since, counts = taken
+        try:
+            service.query_log.record(rate_limited_record(format_timestamp(_utc(since)), counts))
+        except QueryLogUnavailable:
+            refused.give_back(since, counts)  # with the next window's
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async def every_window() -> None:
+            while True:
+                await asyncio.sleep(service.refusals_every)
+                await run_in_threadpool(record_refusals)
+
+        recorder = asyncio.create_task(every_window())
+        try:
+            yield
+        finally:
+            recorder.cancel()
+            await run_in_threadpool(record_refusals)
+
     app = FastAPI(
         title="frtwatch regulators' API",
         version="1",
         description="Query and export the tamper-evident audit log of facial-recognition deployments.",
+        lifespan=lifespan,
     )
     bearer = HTTPBearer(auto_error=False, description="an API token (frtwatch api token)")
 
@@ -183,13 +241,13 @@ def create_app(service: Service) -> FastAPI:
 
     Asker = Annotated[Principal, Depends(principal)]
 
-    def rows_scope(asker: Principal, operator_id: str | None) -> tuple[str, ...]:
-        """The operators whose rows ``asker`` may read here; refuse ops and foreign operators."""
-        allowed = service.access_file.current().operators(asker)
-        if allowed is None:
+    def rows_scope(asker: Principal, operator_id: str | None) -> Scope:
+        """What ``asker`` may read here row by row; refuse ops and foreign operators."""
+        scope = service.access_file.current().scope(asker)
+        if scope is None:
             raise HTTPException(403, "the ops role reads aggregates only: /v1/summary")
-        _check_operator(asker, allowed, operator_id)
-        return tuple(sorted(allowed))
+        _check_operator(asker, frozenset(scope.operators), operator_id)
+        return scope
 
     def _check_operator(asker: Principal, allowed: frozenset[str], operator_id: str | None) -> None:
         if operator_id is not None and operator_id not in allowed:
@@ -197,7 +255,20 @@ def create_app(service: Service) -> FastAPI:
                 raise HTTPException(
                     403, f"operator {operator_id} is outside jurisdiction {asker.jurisdiction}"
                 )
+            if asker.role == "auditor":
+                raise HTTPException(403, "an auditor reads query records (kind=query), no operator's rows")
             raise HTTPException(403, "an operator reads only its own entries")
+
+    def over_limit(request: Request) -> tuple[str, float]:
+        """Who pays for this call (its principal, or without a known token its address), and
+        how long it must wait: 0 if it may go on."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        found = service.access_file.current().authenticate(token) if scheme.lower() == "bearer" else None
+        if found is not None:
+            key = f"principal {found.name}"
+            return key, by_principal.take(key)
+        key = address_key(request.client.host if request.client else None)
+        return key, by_address.take(key)
 
     def answered(request: Request, rows: int) -> None:
         request.state.rows = rows
@@ -212,9 +283,18 @@ def create_app(service: Service) -> FastAPI:
     async def recorded(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if request.url.path in UNRECORDED:
             return await call_next(request)
+        payer, wait = over_limit(request)
+        if wait:  # not answered, so not recorded on its own: counted, recorded once a window
+            refused.add(payer)
+            return JSONResponse(
+                {"detail": "too many calls: over the rate limit"},
+                status_code=429,
+                headers={"Retry-After": retry_after(wait)},
+            )
         request_id = new_request_id()
+        refusal = too_long(request)
         try:
-            response = await call_next(request)
+            response = refusal if refusal is not None else await call_next(request)
         except Exception:  # recorded like any answer; the caller learns only the request id
             log.exception("request %s failed", request_id)
             response = JSONResponse({"detail": "internal error", "request_id": request_id}, status_code=500)
@@ -260,7 +340,7 @@ def create_app(service: Service) -> FastAPI:
         selection = Selection(
             kind="violation", operator_id=operator_id, site_id=site_id, device_id=device_id,
             rule_id=rule_id, severity=severity, policy_pack=policy_pack, since=since, until=until,
-            operators=scope,
+            operators=scope.operators, askers=scope.askers,
         )  # fmt: skip
         with service.reading() as store:
             items, following = queries.violations(store, selection, limit, cursor(cursor_), status)
@@ -283,7 +363,9 @@ def create_app(service: Service) -> FastAPI:
         detection; the last is its current state. Like the other histories, a violation outside
         the asker's scope (or none at all) has no records and no status: which it is stays unsaid."""
         scope = rows_scope(asker, None)
-        selection = Selection(kind="violation", violation_id=violation_id, operators=scope)
+        selection = Selection(
+            kind="violation", violation_id=violation_id, operators=scope.operators, askers=scope.askers
+        )
         with service.reading() as store:
             records = queries.history(store, selection)
         answered(request, len(records))
@@ -308,8 +390,9 @@ def create_app(service: Service) -> FastAPI:
         consent_id, the consents granted and withdrawn, and the violations."""
         scope = rows_scope(asker, operator_id)
         selection = Selection(
-            subject_ref=subject_ref, operator_id=operator_id, since=since, until=until, operators=scope
-        )
+            subject_ref=subject_ref, operator_id=operator_id, since=since, until=until,
+            operators=scope.operators, askers=scope.askers,
+        )  # fmt: skip
         return _page(request, selection, limit, cursor(cursor_))
 
     @app.get("/v1/devices/{device_id}/history", response_model=DeviceHistory, responses=REFUSALS,
@@ -327,11 +410,14 @@ def create_app(service: Service) -> FastAPI:
         """A device's events and violations, and its declared configuration over time."""
         scope = rows_scope(asker, None)
         selection = Selection(
-            device_id=device_id, event_type=event_type, since=since, until=until, operators=scope
-        )
+            device_id=device_id, event_type=event_type, since=since, until=until,
+            operators=scope.operators, askers=scope.askers,
+        )  # fmt: skip
         found = _page(request, selection, limit, cursor(cursor_))
         with service.reading() as store:
-            configured = queries.configurations(store, Selection(device_id=device_id, operators=scope))
+            configured = queries.configurations(
+                store, Selection(device_id=device_id, operators=scope.operators, askers=scope.askers)
+            )
         return DeviceHistory(
             items=found.items,
             next_cursor=found.next_cursor,
@@ -387,19 +473,20 @@ def create_app(service: Service) -> FastAPI:
         selection = Selection(
             kind=kind, operator_id=operator_id, site_id=site_id, device_id=device_id,
             subject_ref=subject_ref, rule_id=rule_id, severity=severity, policy_pack=policy_pack,
-            violation_id=violation_id, since=since, until=until, operators=scope,
+            violation_id=violation_id, since=since, until=until,
+            operators=scope.operators, askers=scope.askers,
         )  # fmt: skip
+        suffix = ".json" if format == "json" else ".zip"
         try:
             with service.reading() as store:
-                made = export(store, service.signer, selection)
+                made = export(store, service.statements, selection)
+                with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as out:
+                    made.write(out.file, format)  # entry by entry, proofs from the stored nodes
         except NoCheckpoint as error:
             raise HTTPException(409, str(error)) from None
         except TooLarge as error:
             raise HTTPException(400, str(error)) from None
-        suffix = ".json" if format == "json" else ".zip"
-        with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as out:
-            made.write(out.file, format)
-        answered(request, len(made.rows))
+        answered(request, made.count)
         return FileResponse(
             out.name,
             media_type="application/json" if format == "json" else "application/zip",
@@ -415,7 +502,7 @@ def create_app(service: Service) -> FastAPI:
         if latest is None:
             raise HTTPException(409, "the audit log has no signed checkpoint yet")
         answered(request, 1)
-        return CheckpointOut(size=latest[0], note=latest[1], public_key=service.signer.vkey())
+        return CheckpointOut(size=latest[0], note=latest[1], public_key=service.statements.log_vkey)
 
     def _page(request: Request, selection: Selection, limit: int, after: queries.Cursor | None) -> Page:
         with service.reading() as store:
@@ -441,10 +528,39 @@ def _record(request: Request, request_id: str, status: int) -> dict[str, Any]:
         who = {"name": None, "role": "anonymous"}
         if getattr(request.state, "unknown_token", None):
             who["token_sha256_prefix"] = request.state.unknown_token
-    params = {k: v[:MAX_PARAM_CHARS] for k, v in list(request.query_params.items())[:50]}
-    params |= {k: str(v)[:MAX_PARAM_CHARS] for k, v in request.path_params.items()}
+    params = kept_params([*request.query_params.multi_items(), *request.path_params.items()])
     route = getattr(request.scope.get("route"), "path", None) or request.url.path[:MAX_PARAM_CHARS]
-    operator_id = params.get("operator_id") or (asker.operator_id if asker else None)
     return query_record(
-        request_id, who, request.method, route, params, status, getattr(request.state, "rows", 0), operator_id
+        request_id, who, request.method, route, params, status, getattr(request.state, "rows", 0)
     )
+
+
+def kept_params(items: list[tuple[str, Any]]) -> dict[str, str]:
+    """The parameters a record keeps: the first MAX_PARAMS, each key and value cut short, and
+    no more than MAX_QUERY_CHARS in all (a refused call may have sent more)."""
+    kept: dict[str, str] = {}
+    chars = 0
+    for key, value in items[:MAX_PARAMS]:
+        key, value = key[:MAX_PARAM_KEY_CHARS], str(value)[:MAX_PARAM_CHARS]
+        chars += len(key) + len(value)
+        if chars > MAX_QUERY_CHARS:
+            break
+        kept[key] = value
+    return kept
+
+
+def too_long(request: Request) -> JSONResponse | None:
+    """The refusal of a call longer than the API takes, if it is one."""
+    if len(request.url.path) > MAX_PATH_CHARS:
+        return JSONResponse({"detail": f"the path is longer than {MAX_PATH_CHARS} characters"}, 414)
+    if len(request.url.query) > MAX_QUERY_CHARS:
+        return JSONResponse({"detail": f"the query string is longer than {MAX_QUERY_CHARS} characters"}, 414)
+    if len(request.query_params.multi_items()) > MAX_PARAMS:
+        return JSONResponse({"detail": f"more than {MAX_PARAMS} query parameters"}, 400)
+    if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
+        return JSONResponse({"detail": "the API takes no request body"}, 413)
+    return None
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)

@@ -33,8 +33,9 @@ def query_record(
     params: dict[str, Any],
     status: int,
     rows: int,
-    operator_id: str | None,
 ) -> dict[str, Any]:
+    """A call and its outcome. It carries no operator_id: who may read it is decided by who
+    asked (audit/selection.py), never by an operator a call names."""
     return {
         "kind": "query",
         "request_id": request_id,
@@ -45,8 +46,14 @@ def query_record(
         "params": params,
         "status": status,
         "rows": rows,
-        "operator_id": operator_id,
     }
+
+
+def rate_limited_record(since: str, refused: dict[str, int]) -> dict[str, Any]:
+    """The calls refused over their rate limit (429) since ``since``, counted by who made them
+    (a principal, or an address), in one record: none of them was answered."""
+    record = query_record(new_request_id(), {"name": None, "role": "rate-limited"}, "", "", {}, 429, 0)
+    return record | {"since": since, "refused": refused, "calls": sum(refused.values())}
 
 
 class QueryLog:

@@ -43,9 +43,11 @@ def api_serve(
     from audit.access import AccessError, AccessFile
     from audit.api import Service, create_app
     from audit.checkpoint import CheckpointError, Signer
+    from audit.limits import Rate
     from audit.query_log import QueryLog
     from audit.sink import AuditSink
     from audit.store import Store
+    from frtwatch.stack.clickhouse import describe
     from stream_processors.metrics import SinkMetrics
     from stream_processors.metrics import serve as serve_metrics
 
@@ -97,12 +99,22 @@ def api_serve(
                       "`frtwatch api token` makes one")  # fmt: skip
     api_port = port or settings.api_port
     console.print(
-        f"regulators' API on http://{host}:{api_port} (docs at /docs); audit log {settings.clickhouse_dsn}"
+        f"regulators' API on http://{host}:{api_port} (docs at /docs); audit log "
+        + describe(settings.clickhouse_dsn)
         + ("; audit sink in this process" if with_sink else "")
     )
     try:
         uvicorn.run(
-            create_app(Service(store, access, query_log, signer)),
+            create_app(
+                Service(
+                    store,
+                    access,
+                    query_log,
+                    signer,
+                    rate=Rate(settings.api_rate, settings.api_burst),
+                    anonymous_rate=Rate(settings.api_anonymous_rate, settings.api_anonymous_burst),
+                )
+            ),
             host=host,
             port=api_port,
             log_level="warning",
@@ -120,7 +132,9 @@ def api_serve(
 @api_app.command("token")
 def api_token(
     name: Annotated[str, typer.Argument(help="Who the token is for, as query records will name them.")],
-    role: Annotated[str, typer.Option(help="regulator, operator or ops.")],
+    role: Annotated[
+        str, typer.Option(help="regulator, operator, ops or auditor (reads every query record).")
+    ],
     jurisdiction: Annotated[str | None, typer.Option(help="A regulator's jurisdiction.")] = None,
     operator: Annotated[str | None, typer.Option(help="An operator principal's operator_id.")] = None,
     access_file: Annotated[

@@ -29,6 +29,7 @@ def audit_sink(
     from audit.checkpoint import Signer
     from audit.sink import AuditSink
     from audit.store import Store
+    from frtwatch.stack.clickhouse import describe
     from stream_processors.metrics import SinkMetrics
     from stream_processors.metrics import serve as serve_metrics
 
@@ -37,6 +38,7 @@ def audit_sink(
     stopping: list[bool] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.append(True))
+    console.print(f"audit sink: {settings.bootstrap_servers} -> {describe(settings.clickhouse_dsn)}")
     store = Store(settings.clickhouse_dsn)
     store.migrate()
     store.set_retention(settings.audit_retention_days)
@@ -51,7 +53,6 @@ def audit_sink(
         metrics=SinkMetrics(REGISTRY),
     )
     serve_metrics(REGISTRY, settings.audit_metrics_port, "audit sink", settings.metrics_host)
-    console.print(f"audit sink: {settings.bootstrap_servers} -> {settings.clickhouse_dsn}")
     try:
         sink.run(lambda: bool(stopping))
     finally:

@@ -62,6 +62,10 @@ class Settings:
     alertmanager_url: str | None = None  # where violations are pushed; default the local one, "" none
     api_url: str | None = None  # the regulators' API, for evidence links; default the local one
     api_access_file: Path | None = None  # tokens, roles, jurisdictions; default home/api-access.yaml
+    api_rate: float = 20.0  # API calls a second per principal, sustained (token bucket)
+    api_burst: int = 200  # ...and at once
+    api_anonymous_rate: float = 1.0  # per address, for calls without a known token
+    api_anonymous_burst: int = 30
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -97,6 +101,10 @@ class Settings:
             alertmanager_url=env.get("FRTWATCH_ALERTMANAGER_URL"),
             api_url=env.get("FRTWATCH_API_URL") or None,
             api_access_file=_path(env.get("FRTWATCH_API_ACCESS")),
+            api_rate=float(env.get("FRTWATCH_API_RATE", 20)),
+            api_burst=int(env.get("FRTWATCH_API_BURST", 200)),
+            api_anonymous_rate=float(env.get("FRTWATCH_API_ANONYMOUS_RATE", 1)),
+            api_anonymous_burst=int(env.get("FRTWATCH_API_ANONYMOUS_BURST", 30)),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         settings.kafka_security  # noqa: B018 - an unknown protocol is an error here, not later

@@ -3,6 +3,7 @@ Lines, progress and errors to stderr. It is a client of the API, so every query 
 the audit log exactly as the API's own are, and a token's scope applies."""
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -18,7 +19,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from frtwatch.config import Settings
 
 query_app = typer.Typer(
-    help="Ask the regulators' API (FRTWATCH_API_URL, FRTWATCH_API_TOKEN).", no_args_is_help=True
+    help="Ask the regulators' API (FRTWATCH_API_URL; the token in FRTWATCH_API_TOKEN or --token-file).",
+    no_args_is_help=True,
 )
 console = Console(stderr=True)
 STATUSES = ("open", "retracted")
@@ -26,7 +28,10 @@ STATUSES = ("open", "retracted")
 ApiUrl = Annotated[
     str | None, typer.Option(envvar="FRTWATCH_API_URL", help="Default http://127.0.0.1:FRTWATCH_API_PORT.")
 ]
-Token = Annotated[str, typer.Option(envvar="FRTWATCH_API_TOKEN", help="Your API token.", show_default=False)]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(help="A file holding your API token. Default: FRTWATCH_API_TOKEN (never an argument)."),
+]
 Operator = Annotated[str | None, typer.Option(help="operator_id.")]
 Since = Annotated[datetime | None, typer.Option(help="occurred_at at or after (UTC).")]
 Until = Annotated[datetime | None, typer.Option(help="occurred_at before (UTC).")]
@@ -34,8 +39,23 @@ Limit = Annotated[int, typer.Option(help="Entries per page (at most 1000).")]
 All = Annotated[bool, typer.Option("--all", help="Follow the cursor to the last page.")]
 
 
+def _token(token_file: Path | None) -> str:
+    """The caller's token, from a file or the environment: a command line is seen by every user
+    of the machine (ps) and kept in shell histories."""
+    try:
+        token = token_file.read_text().strip() if token_file else os.environ.get("FRTWATCH_API_TOKEN", "")
+    except OSError as error:
+        console.print(f"[red]cannot read the token file: {error}[/red]")
+        raise typer.Exit(2) from None
+    if not token:
+        console.print("[red]no API token: set FRTWATCH_API_TOKEN, or give --token-file[/red]")
+        raise typer.Exit(2)
+    return token
+
+
 class Api:
-    def __init__(self, url: str | None, token: str) -> None:
+    def __init__(self, url: str | None, token_file: Path | None) -> None:
+        token = _token(token_file)
         base = url or f"http://127.0.0.1:{Settings.from_env().api_port}"
         self.client = httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(30, read=900)
@@ -115,7 +135,7 @@ def _print_items(pages: Iterator[dict[str, Any]]) -> None:
 
 @query_app.command("violations")
 def violations(
-    token: Token,
+    token_file: TokenFile = None,
     api_url: ApiUrl = None,
     operator: Operator = None,
     site: Annotated[str | None, typer.Option(help="site_id.")] = None,
@@ -141,18 +161,18 @@ def violations(
         "severity": severity, "policy_pack": pack, "status": status, "since": since, "until": until,
         "limit": limit,
     }  # fmt: skip
-    _print_items(Api(api_url, token).pages("/v1/violations", params, all_pages))
+    _print_items(Api(api_url, token_file).pages("/v1/violations", params, all_pages))
 
 
 @query_app.command("violation")
 def violation(
     violation_id: Annotated[str, typer.Argument(help="The violation's violation_id.")],
-    token: Token,
+    token_file: TokenFile = None,
     api_url: ApiUrl = None,
 ) -> None:
     """A violation's history: every record of it in log order (the original, any retraction or
     late detection), the last one its current state."""
-    found = Api(api_url, token).get(f"/v1/violations/{quote(violation_id, safe='')}/history", {})
+    found = Api(api_url, token_file).get(f"/v1/violations/{quote(violation_id, safe='')}/history", {})
     if not found["items"]:
         console.print(f"[red]no record of violation {violation_id} among the operators you may read[/red]")
         raise typer.Exit(1)
@@ -164,7 +184,7 @@ def violation(
 @query_app.command("subject")
 def subject(
     subject_ref: Annotated[str, typer.Argument(help="The subject's pseudonymous reference.")],
-    token: Token,
+    token_file: TokenFile = None,
     api_url: ApiUrl = None,
     operator: Operator = None,
     since: Since = None,
@@ -175,14 +195,16 @@ def subject(
     """A subject's history: recognitions with legal basis and consent, consents, violations."""
     params = {"operator_id": operator, "since": since, "until": until, "limit": limit}
     _print_items(
-        Api(api_url, token).pages(f"/v1/subjects/{quote(subject_ref, safe='')}/history", params, all_pages)
+        Api(api_url, token_file).pages(
+            f"/v1/subjects/{quote(subject_ref, safe='')}/history", params, all_pages
+        )
     )
 
 
 @query_app.command("device")
 def device(
     device_id: Annotated[str, typer.Argument(help="The device.")],
-    token: Token,
+    token_file: TokenFile = None,
     api_url: ApiUrl = None,
     event_type: Annotated[str | None, typer.Option(help="Only this event type.")] = None,
     since: Since = None,
@@ -195,7 +217,9 @@ def device(
 ) -> None:
     """A device's events and violations (or its declared configurations over time)."""
     params = {"event_type": event_type, "since": since, "until": until, "limit": limit}
-    pages = Api(api_url, token).pages(f"/v1/devices/{quote(device_id, safe='')}/history", params, all_pages)
+    pages = Api(api_url, token_file).pages(
+        f"/v1/devices/{quote(device_id, safe='')}/history", params, all_pages
+    )
     if not configurations:
         _print_items(pages)
         return
@@ -205,17 +229,23 @@ def device(
 
 @query_app.command("summary")
 def summary(
-    token: Token, api_url: ApiUrl = None, operator: Operator = None, since: Since = None, until: Until = None
+    token_file: TokenFile = None,
+    api_url: ApiUrl = None,
+    operator: Operator = None,
+    since: Since = None,
+    until: Until = None,
 ) -> None:
     """Counts of violations, events and dead letters (every role may ask)."""
-    found = Api(api_url, token).get("/v1/summary", {"operator_id": operator, "since": since, "until": until})
+    found = Api(api_url, token_file).get(
+        "/v1/summary", {"operator_id": operator, "since": since, "until": until}
+    )
     print(json.dumps(found, indent=2, ensure_ascii=False))
 
 
 @query_app.command("export")
 def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="File to write.")],
-    token: Token,
+    token_file: TokenFile = None,
     api_url: ApiUrl = None,
     format: Annotated[
         str, typer.Option(help="json (the bundle), or jsonl, csv, parquet (a zip of bundle and table).")
@@ -242,11 +272,11 @@ def export(
         "subject_ref": subject, "rule_id": rule, "severity": severity, "policy_pack": pack,
         "violation_id": violation_id, "since": since, "until": until,
     }  # fmt: skip
-    Api(api_url, token).download("/v1/export", params, out)
+    Api(api_url, token_file).download("/v1/export", params, out)
     console.print(f"written to {out}; check it with: frtwatch verify {out} --public-key KEY")
 
 
 @query_app.command("checkpoint")
-def checkpoint(token: Token, api_url: ApiUrl = None) -> None:
+def checkpoint(token_file: TokenFile = None, api_url: ApiUrl = None) -> None:
     """The latest signed tree head and the log's public key."""
-    print(json.dumps(Api(api_url, token).get("/v1/checkpoint", {}), indent=2))
+    print(json.dumps(Api(api_url, token_file).get("/v1/checkpoint", {}), indent=2))

@@ -1,5 +1,6 @@
 """The API's access file: tokens (stored as SHA-256 only), roles and jurisdictions, its
-validation, the `frtwatch api token` edits, and reloading without a restart."""
+validation, the `frtwatch api token` edits, and reloading without a restart; whose query records
+each principal may read."""
 
 import os
 import re
@@ -15,6 +16,7 @@ from audit.access import (
     AccessError,
     AccessFile,
     Principal,
+    Scope,
     add_principal,
     set_jurisdiction,
     token_hash,
@@ -347,3 +349,20 @@ def test_an_edit_of_a_wrongly_shaped_file_is_refused_and_leaves_it_alone(
         else:
             set_jurisdiction(path, "shanghai", ["op-000"])
     assert path.read_text() == text
+
+
+AUDITOR = Principal("dpa-oversight", "auditor")
+
+
+def test_each_principal_reads_its_own_query_records_and_an_auditor_everyones() -> None:
+    access = Access.parse(document())
+    assert access.scope(REGULATOR) == Scope(("op-000", "op-001"), ("cac-shanghai",))
+    assert access.scope(OPERATOR) == Scope(("op-000",), ("op-000-compliance",))
+    assert access.scope(AUDITOR) == Scope((), None)  # every query record, no operator's row
+    assert access.scope(OPS) is None  # aggregates only
+
+
+def test_an_auditor_token_can_be_made(tmp_path: Path) -> None:
+    path = tmp_path / "access.yaml"
+    token = add_principal(path, "dpa-oversight", "auditor")
+    assert Access.load(path).authenticate(token) == AUDITOR

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from audit.queries import Cursor
-from audit.selection import EARLIEST_MS, LATEST_MS, Selection, milliseconds
+from audit.selection import ASKER, EARLIEST_MS, LATEST_MS, Selection, milliseconds
 
 MOMENT_MS = 1_795_248_000_123  # 2026-11-21T08:00:00.123Z
 
@@ -65,9 +65,47 @@ def test_no_operators_in_scope_selects_nothing() -> None:
 
 
 def test_operators_bind_a_sorted_tuple() -> None:
-    clause, parameters = Selection(operators=("b", "a")).where()
-    assert clause == "operator_id IN %(operators)s"
-    assert parameters == {"operators": ("a", "b")}
+    clause, parameters = Selection(kind="event", operators=("b", "a")).where()
+    assert clause == "kind = %(kind)s AND operator_id IN %(operators)s"
+    assert parameters == {"kind": "event", "operators": ("a", "b")}
+
+
+def test_a_scoped_read_of_every_kind_takes_query_records_by_who_asked_not_by_operator() -> None:
+    clause, parameters = Selection(operators=("op-1",), askers=("op-1-dpo",)).where()
+    assert clause == (
+        "operator_id IN %(operators_or_none)s AND"
+        f" if(kind = 'query', {ASKER} IN %(askers)s, operator_id IN %(operators)s)"
+    )
+    assert parameters == {
+        "operators": ("op-1",),
+        "askers": ("op-1-dpo",),
+        "operators_or_none": ("", "op-1"),
+    }
+
+
+def test_query_records_are_selected_by_asker_alone() -> None:
+    clause, parameters = Selection(kind="query", operators=("op-1",), askers=("b", "a")).where()
+    assert clause == f"kind = %(kind)s AND {ASKER} IN %(askers)s"
+    assert parameters["askers"] == ("a", "b")
+
+
+def test_other_kinds_are_selected_by_operator_alone() -> None:
+    clause, _ = Selection(kind="violation", operators=("op-1",), askers=("a",)).where()
+    assert clause == "kind = %(kind)s AND operator_id IN %(operators)s"
+
+
+@pytest.mark.parametrize(
+    ("operators", "askers", "scope"),
+    [
+        ((), None, "if(kind = 'query', 1, 0)"),  # an auditor: every query record, no other row
+        ((), ("a",), f"if(kind = 'query', {ASKER} IN %(askers)s, 0)"),
+        (None, (), "if(kind = 'query', 0, 1)"),  # every operator's rows, no query record
+    ],
+)
+def test_empty_scopes_select_none_of_their_kind(
+    operators: tuple[str, ...] | None, askers: tuple[str, ...] | None, scope: str
+) -> None:
+    assert Selection(operators=operators, askers=askers).where()[0] == scope
 
 
 def test_describe_omits_none_renders_datetimes_iso_and_sorts_operators() -> None:
