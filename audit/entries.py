@@ -60,7 +60,7 @@ class Entry:
     severity: str = ""
     policy_pack: str = ""
     violation_id: str = ""  # violations: the violation this record is of (entry_id is the record's)
-    status: str = ""  # violations: this record's status, open or retracted
+    status: str = ""  # violations: this record's status, open or retracted; events: "unsigned" or ""
 
     def row(self, seq: int, recorded_at: datetime) -> tuple[Any, ...]:
         return (
@@ -101,6 +101,8 @@ def accepted_event(raw: bytes, source: str) -> Entry:
         device_id=event.device_id,
         subject_ref=getattr(event, "subject_ref", None),
         event_type=event.event_type,
+        # Weaker evidence: admitted unsigned (its operator may send so), as the body's null sig says.
+        status="unsigned" if event.sig is None else "",
     )
 
 

@@ -1,18 +1,23 @@
-"""Bytes in, typed event out (or one clear error); canonical JSON and HMAC signatures.
+"""Bytes in, typed event out (or one clear error); canonical JSON and its signatures:
+HMAC-SHA256 (a key shared by the device and the registry) or Ed25519 (the device holds the
+private key, the registry and anyone checking the log only the public one), per key.
 
 ``decode_event`` is the only way raw input becomes an event: size limit, UTF-8, JSON, schema,
 types, enums, timestamps and ids are all checked in one call, and a failure is a ContractError
 that names the field and the reason.
 """
 
+import binascii
 import functools
 import hmac
 import re
 from typing import Any
 
 import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from contracts.events import Envelope, Event
+from contracts.events import SIG_PATTERN, Envelope, Event
 from contracts.timestamps import TIMESTAMP_PATTERN
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -24,7 +29,7 @@ _encoder = msgspec.json.Encoder()
 # should be instead.
 _PATTERN_MEANINGS = {
     repr(TIMESTAMP_PATTERN)[1:-1]: "not an RFC 3339 UTC timestamp like 2026-11-21T08:00:00.123Z",
-    repr(r"^[0-9a-f]{64}$")[1:-1]: "not a lowercase hex HMAC-SHA256 (64 characters)",
+    repr(SIG_PATTERN)[1:-1]: "not a lowercase hex signature (64 characters, or 128 for Ed25519)",
 }
 _UUID_FIELDS = {"event_id"}
 _AT_PATH = re.compile(r"^(?P<reason>.*?) - at `\$(?P<path>[^`]*)`$", re.S)
@@ -101,17 +106,23 @@ def canonical_json(fields: dict[str, Any]) -> bytes:
     return msgspec.json.encode(fields, order="sorted")
 
 
-def signature(fields: dict[str, Any], key: bytes) -> str:
-    """HMAC-SHA256 (hex) of the canonical JSON of the event without its ``sig`` field."""
-    unsigned = {name: value for name, value in fields.items() if name != "sig"}
-    return _hmac_hex(key, canonical_json(unsigned))
+SigningKey = bytes | Ed25519PrivateKey  # bytes: an HMAC-SHA256 key
+VerifyingKey = bytes | Ed25519PublicKey
+
+
+def signature(fields: dict[str, Any], key: SigningKey) -> str:
+    """The signature (hex) of the canonical JSON of the event without its ``sig`` field:
+    HMAC-SHA256 with a bytes key, Ed25519 with a private key."""
+    unsigned = canonical_json({name: value for name, value in fields.items() if name != "sig"})
+    if isinstance(key, Ed25519PrivateKey):
+        return key.sign(unsigned).hex()
+    return _hmac_hex(key, unsigned)
 
 
 _SIG = b'"sig":"'
-_SIG_END = len(_SIG) + 64  # a sig is 64 hex characters
 
 
-def _verify_canonical(raw: bytes, key: bytes) -> bool:
+def _verify_canonical(raw: bytes, key: VerifyingKey) -> bool:
     """The SDK sends canonical JSON with its ``sig`` in place, so the signed bytes are the
     message without that member: checked so, without decoding and encoding it again (some
     40% of the signature check). Whatever else fails here is checked the long way: a
@@ -119,8 +130,10 @@ def _verify_canonical(raw: bytes, key: bytes) -> bool:
     Only bytes the key signed pass, and the signed bytes never hold a top-level sig, so
     the member cut out can only be the one the decoder reads as ``sig``."""
     at = raw.find(_SIG)
-    end = at + _SIG_END
-    if at < 1 or raw[end : end + 1] != b'"':
+    if at < 1:
+        return False
+    end = raw.find(b'"', at + len(_SIG))
+    if end < 0:
         return False
     if raw[at - 1] == ord(","):
         signed = raw[: at - 1] + raw[end + 1 :]
@@ -128,7 +141,20 @@ def _verify_canonical(raw: bytes, key: bytes) -> bool:
         signed = raw[:at] + raw[end + 2 :]
     else:
         return False
-    return hmac.compare_digest(raw[at + len(_SIG) : end], _hmac_hex(key, signed).encode())
+    return _check(raw[at + len(_SIG) : end], signed, key)
+
+
+def _check(sig: bytes, signed: bytes, key: VerifyingKey) -> bool:
+    """``sig`` as sent (hex) against the ``signed`` bytes."""
+    if isinstance(key, Ed25519PublicKey):
+        if len(sig) != 128:
+            return False
+        try:
+            key.verify(binascii.unhexlify(sig), signed)
+        except (InvalidSignature, binascii.Error):
+            return False
+        return True
+    return hmac.compare_digest(sig, _hmac_hex(key, signed).encode())
 
 
 @functools.lru_cache(maxsize=100_000)
@@ -144,14 +170,15 @@ def _hmac_hex(key: bytes, message: bytes) -> str:
     return mac.hexdigest()
 
 
-def sign(fields: dict[str, Any], key: bytes) -> dict[str, Any]:
+def sign(fields: dict[str, Any], key: SigningKey) -> dict[str, Any]:
     """A copy of the event fields with ``sig`` set."""
     return {**fields, "sig": signature(fields, key)}
 
 
-def verify(raw: bytes | dict[str, Any], key: bytes) -> bool:
-    """True when the event's ``sig`` matches its content under ``key``. Extra fields the
-    models do not know are part of the signed content, so this reads the raw JSON."""
+def verify(raw: bytes | dict[str, Any], key: VerifyingKey) -> bool:
+    """True when the event's ``sig`` matches its content under ``key`` (an HMAC key, or an
+    Ed25519 public key). Extra fields the models do not know are part of the signed content,
+    so this reads the raw JSON."""
     if isinstance(raw, bytes) and _verify_canonical(raw, key):
         return True
     fields = msgspec.json.decode(raw) if isinstance(raw, bytes) else dict(raw)
@@ -160,4 +187,4 @@ def verify(raw: bytes | dict[str, Any], key: bytes) -> bool:
     sig = fields.pop("sig", None)
     if not isinstance(sig, str):
         return False
-    return hmac.compare_digest(sig, _hmac_hex(key, canonical_json(fields)))
+    return _check(sig.encode(), canonical_json(fields), key)

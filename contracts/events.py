@@ -32,8 +32,10 @@ Timestamp = Annotated[
     str, msgspec.Meta(pattern=TIMESTAMP_PATTERN, description="RFC 3339 UTC, e.g. 2026-11-21T08:00:00.123Z")
 ]
 OperatorId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# 64 hex characters for HMAC-SHA256, 128 for Ed25519: the scheme is the signing key's (its registry entry).
+SIG_PATTERN = r"^[0-9a-f]{64}([0-9a-f]{64})?$"
 HexSignature = Annotated[
-    str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256, lowercase hex")
+    str, msgspec.Meta(pattern=SIG_PATTERN, description="HMAC-SHA256 or Ed25519, lowercase hex")
 ]
 Seq = Annotated[int, msgspec.Meta(ge=0)]
 Count = Annotated[int, msgspec.Meta(ge=0)]

@@ -28,8 +28,8 @@ from contracts import topics
 from frtwatch.config import Settings
 from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from frtwatch.stack import LocalStack
-from producers.fleet import FleetShape, Operator
-from producers.simulator import Simulation, plan, run
+from producers.fleet import FleetShape
+from producers.simulator import Simulation, plan, run, write_keys
 
 JURISDICTION = "demo-city"
 REGULATOR = "demo-regulator"
@@ -52,7 +52,7 @@ class DemoRun:
 
 
 def new_run(settings: Settings, rate: float, duration: float, bad_share: float) -> DemoRun:
-    """A fleet of its own for this run, its keys added to the demo's keys file, and its ground
+    """A fleet of its own for this run, its keys enrolled in the demo's key registry, and its ground
     truth worked out before anything is sent (the same seed and start give the same traffic)."""
     tag = datetime.now(UTC).strftime("%m%d%H%M%S")
     sim = Simulation(
@@ -64,8 +64,9 @@ def new_run(settings: Settings, rate: float, duration: float, bad_share: float) 
         bad_share=bad_share,
     )
     fleet, _ = plan(sim)
-    keys_file = settings.home / "demo" / "keys.json"
-    _add_keys(keys_file, fleet)
+    # Every demo fleet's keys are kept: a restarted processor still knows earlier runs' devices.
+    keys_file = settings.home / "demo" / "keyring.json"
+    write_keys(keys_file, fleet)
     truth = run(sim, lambda message: None, paced=False, ground_truth=settings.home / "demo" / "truth.jsonl")
     return DemoRun(
         sim,
@@ -76,18 +77,6 @@ def new_run(settings: Settings, rate: float, duration: float, bad_share: float) 
         sum(truth.dead_letters.values()),
         keys_file,
     )
-
-
-def _add_keys(path: Path, fleet: list[Operator]) -> None:
-    """Keep every demo fleet's keys: a restarted processor still knows earlier runs' devices."""
-    keys: dict[str, dict[str, str]] = {"devices": {}, "back_offices": {}}
-    if path.exists():
-        keys = json.loads(path.read_text())
-    keys["devices"].update({d.device_id: d.key.hex() for op in fleet for d in op.devices})
-    keys["back_offices"].update({op.operator_id: op.key.hex() for op in fleet})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(json.dumps(keys, indent=1, sort_keys=True) + "\n")
 
 
 def start_pipeline(settings: Settings, keys_file: Path, timeout: float = 90.0) -> dict[str, str]:

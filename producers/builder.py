@@ -7,12 +7,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from contracts import SCHEMA_VERSION, canonical_json, decode_event
+from contracts.codec import SigningKey
 
 
 class EventBuilder:
     """Events of one source: a device (``device_id`` set, numbered by ``seq``) or an operator's
-    back office. ``key`` signs them (HMAC-SHA256 over canonical JSON, contract.md)."""
+    back office. ``key`` signs them over canonical JSON (contract.md): HMAC-SHA256 with a bytes
+    key, Ed25519 with a private key, as the source's key in the registry."""
 
     def __init__(
         self,
@@ -20,12 +24,13 @@ class EventBuilder:
         operator_id: str,
         site_id: str | None = None,
         device_id: str | None = None,
-        key: bytes | None = None,
+        key: SigningKey | None = None,
         seq: Callable[[], int] | None = None,
     ) -> None:
         self.operator_id, self.site_id, self.device_id = operator_id, site_id, device_id
         self.seq = seq
-        self._mac = hmac.new(key, digestmod=hashlib.sha256) if key is not None else None
+        self._mac = hmac.new(key, digestmod=hashlib.sha256) if isinstance(key, bytes) else None
+        self._private = key if isinstance(key, Ed25519PrivateKey) else None
         self._clock = _MillisecondClock()
 
     def fields(
@@ -57,6 +62,9 @@ class EventBuilder:
             mac = self._mac.copy()
             mac.update(canonical_json(event))
             event["sig"] = mac.hexdigest()
+        elif self._private is not None:
+            del event["sig"]
+            event["sig"] = self._private.sign(canonical_json(event)).hex()
         return event, canonical_json(event)
 
 

@@ -4,11 +4,13 @@
                       key=device_key, seq_file=Path("state/cam-1.seq")) as emitter:
         emitter.emit("recognition.performed", subject_ref=ref, purpose="access_control", ...)
 
-Every event is validated before it leaves: an invalid one raises ContractError and nothing is
-sent. Sending is acks=all with idempotence, batching and lz4 compression; retries are the
-client's (until delivery_timeout_ms). The bytes not yet acknowledged are bounded, and emit()
-blocks while the bound is reached (backpressure), raising BufferFullError after
-``max_block_s``. ``on_delivery(event_id, (partition, offset) | None, error | None)`` reports
+``key`` is the device's own: bytes for HMAC-SHA256, an Ed25519PrivateKey for Ed25519 (as its
+key is registered: `frtwatch keys enrol`). Every event is validated before it leaves: an
+invalid one raises ContractError and nothing is sent. Sending is acks=all with idempotence,
+batching and lz4 compression; retries are the client's (until delivery_timeout_ms). The bytes
+not yet acknowledged are bounded, and emit() blocks while the bound is reached
+(backpressure), raising BufferFullError after ``max_block_s``. ``on_delivery(event_id,
+(partition, offset) | None, error | None)`` reports
 each outcome; close() flushes.
 """
 
@@ -18,6 +20,7 @@ from typing import Any
 from kafka import KafkaProducer
 
 from contracts import topics
+from contracts.codec import SigningKey
 from producers.builder import EventBuilder
 from producers.sender import BoundedSender, DeliveryCallback, producer_settings
 from producers.seq import SeqCounter
@@ -31,7 +34,7 @@ class EventEmitter:
         operator_id: str,
         site_id: str | None = None,
         device_id: str | None = None,
-        key: bytes | None = None,
+        key: SigningKey | None = None,
         seq_file: Path | None = None,
         topic: str = topics.EVENTS,
         max_pending_bytes: int = 16 * 1024 * 1024,

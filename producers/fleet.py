@@ -12,6 +12,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
+from contracts.codec import SigningKey
+from contracts.keyring import HMAC_SHA256, signing_key
 from contracts.vocabulary import VenueType
 from producers.ground_truth import LISTED_VENUES
 from producers.pseudonym import subject_ref
@@ -53,10 +55,15 @@ class Device:
     device_id: str
     operator_id: str
     site_id: str
-    key: bytes
+    key: bytes  # the secret: an HMAC key, or an Ed25519 private key's seed (by ``scheme``)
     registration: dict[str, Any]  # the device.registered payload
     defect: str | None
     registered: bool = True  # False: emits events but never registers
+    scheme: str = HMAC_SHA256
+
+    @property
+    def signing_key(self) -> SigningKey:
+        return signing_key(self.scheme, self.key)
 
     @property
     def purpose(self) -> str:
@@ -75,11 +82,16 @@ class Subject:
 @dataclass
 class Operator:
     operator_id: str
-    key: bytes  # the back office's signing key
+    key: bytes  # the back office's signing secret (by ``scheme``)
     secret: bytes  # for pseudonymous subject refs
     registry: str
     devices: list[Device] = field(default_factory=list)
     subjects: list[Subject] = field(default_factory=list)
+    scheme: str = HMAC_SHA256
+
+    @property
+    def signing_key(self) -> SigningKey:
+        return signing_key(self.scheme, self.key)
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,7 @@ class FleetShape:
     unregistered_share: float = 0.05
     minor_share: float = 0.08
     operator_prefix: str = "op"  # operator ids are PREFIX-000, PREFIX-001, ...
+    scheme: str = HMAC_SHA256  # every device's and back office's signature scheme
 
 
 def derive_key(seed: int, name: str) -> bytes:
@@ -117,6 +130,7 @@ def build_fleet(seed: int, shape: FleetShape) -> list[Operator]:
             derive_key(seed, operator_id),
             derive_key(seed, f"{operator_id}/subjects"),
             REGISTRY_PROFILES[o % len(REGISTRY_PROFILES)],
+            scheme=shape.scheme,
         )
         for s in range(shape.sites):
             site_id = f"{operator_id}-site-{s:02d}"
@@ -136,6 +150,7 @@ def build_fleet(seed: int, shape: FleetShape) -> list[Operator]:
                         registration,
                         defect,
                         registered=index not in unregistered,
+                        scheme=shape.scheme,
                     )
                 )
                 index += 1

@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 from contracts import canonical_json, signature
+from contracts.codec import SigningKey
 
 # seq_gap and replayed_event_id are made by the plan (they need a device's history).
 KINDS = (
@@ -23,7 +24,7 @@ KINDS = (
 )
 
 
-def corrupt(kind: str, rng: random.Random, event: dict[str, Any], key: bytes | None) -> bytes:
+def corrupt(kind: str, rng: random.Random, event: dict[str, Any], key: SigningKey | None) -> bytes:
     """The bytes of ``kind`` made from a valid, unsent ``event`` (seq null, signed with ``key``)."""
     event = dict(event)
     if kind == "not_json":
@@ -58,5 +59,5 @@ def corrupt(kind: str, rng: random.Random, event: dict[str, Any], key: bytes | N
     if key is not None:
         event["sig"] = signature(event, key)
     if kind == "bad_signature":
-        event["sig"] = f"{rng.getrandbits(256):064x}"
+        event["sig"] = f"{rng.getrandbits(256):064x}" * (len(event["sig"] or "x" * 64) // 64)
     return json.dumps(event, separators=(",", ":")).encode()

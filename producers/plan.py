@@ -144,14 +144,14 @@ class TrafficPlan:
                 operator_id=d.operator_id,
                 site_id=d.site_id,
                 device_id=d.device_id,
-                key=d.key,
+                key=d.signing_key,
                 seq=self._seqs[d.device_id],
             )
             for op in fleet
             for d in op.devices
         }
         self._back_offices = {
-            op.operator_id: EventBuilder(operator_id=op.operator_id, key=op.key) for op in fleet
+            op.operator_id: EventBuilder(operator_id=op.operator_id, key=op.signing_key) for op in fleet
         }
         self._registrations = {d.device_id: dict(d.registration) for op in fleet for d in op.devices}
         self._standing_consent: dict[str, str] = {}
@@ -515,5 +515,5 @@ class TrafficPlan:
             event_id=self._uuid(),
             **spec.payload,
         )
-        value = hostile.corrupt(kind, self.rng, template, device.key)
+        value = hostile.corrupt(kind, self.rng, template, device.signing_key)
         return Message(topics.event_key(op.operator_id, device.device_id), value, None, kind)

@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from kafka import KafkaProducer
 
+from contracts.keyring import Keyring
 from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from producers.fleet import FleetShape, Operator, build_fleet
 from producers.ground_truth import PACKS, GroundTruth, Revision
@@ -212,12 +213,21 @@ def _line(out: IO[str], entry: dict[str, Any]) -> None:
     out.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
+def enrol_fleet(keyring: Keyring, fleet: list[Operator], at: datetime | None = None) -> Keyring:
+    """Every device and back office of the fleet enrolled (those not enrolled yet)."""
+    at = at or datetime.now(UTC)
+    for op in fleet:
+        sources = [(None, op.scheme, op.key)] + [(d.device_id, d.scheme, d.key) for d in op.devices]
+        for device_id, scheme, secret in sources:
+            if not keyring.keys_of(op.operator_id, device_id):
+                keyring.enrol(op.operator_id, device_id, scheme, secret, at)
+    return keyring
+
+
 def write_keys(path: Path, fleet: list[Operator]) -> None:
-    """The fleet's signing keys (hex), for a processor that verifies signatures."""
-    keys = {
-        "devices": {d.device_id: d.key.hex() for op in fleet for d in op.devices},
-        "back_offices": {op.operator_id: op.key.hex() for op in fleet},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(keys, indent=2, sort_keys=True) + "\n")
-    path.chmod(0o600)
+    """The fleet's sources enrolled in the key registry at ``path`` (created if need be; its
+    other keys kept), for a processor that requires signatures."""
+    keyring = Keyring.load(path) if path.exists() else Keyring()
+    known = len(keyring.entries)
+    if len(enrol_fleet(keyring, fleet).entries) > known or not path.exists():
+        keyring.save(path)

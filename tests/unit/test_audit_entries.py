@@ -2,10 +2,12 @@
 detection) is an entry of its own, named by its revision id, so the log keeps every record once
 and a redelivered record is a repeat; an original keeps the id it always had."""
 
+import json
+
 import msgspec
 
 from audit import entries
-from contracts import Violation, topics
+from contracts import Violation, canonical_json, sign, topics
 from contracts.artifacts import example_violation
 
 ORIGINAL = msgspec.json.decode(example_violation(), type=Violation)
@@ -61,7 +63,17 @@ def test_a_late_detection_and_a_later_retraction_are_distinct_entries() -> None:
 def test_other_entries_name_no_violation() -> None:
     from contracts.artifacts import example_events
 
-    raw = next(iter(example_events().values()))
+    raw = canonical_json(sign(json.loads(next(iter(example_events().values()))), b"k" * 32))
     event = entries.accepted_event(raw, f"{topics.ACCEPTED}:0:0")
     assert (event.violation_id, event.status) == ("", "")
     assert event.row(0, event.occurred_at)[-2:] == ("", "")
+
+
+def test_an_unsigned_event_is_marked_as_weaker_evidence() -> None:
+    from contracts.artifacts import example_events
+
+    raw = next(iter(example_events().values()))
+    assert json.loads(raw)["sig"] is None
+    event = entries.accepted_event(raw, f"{topics.ACCEPTED}:0:0")
+    assert event.status == "unsigned"
+    assert json.loads(event.body)["sig"] is None  # the body hashed into the log says so too

@@ -148,7 +148,7 @@ INVALID = [
         "sig not hex",
         variant("media.deleted", sig="XYZ"),
         "sig",
-        "not a lowercase hex HMAC-SHA256 (64 characters)",
+        "not a lowercase hex signature (64 characters, or 128 for Ed25519)",
     ),
 ]
 

@@ -285,3 +285,54 @@ def test_event_time_waits_for_the_slowest_source() -> None:
     assert found(("devices", "back-office")) == []
     # With one source the consent comes after its grace period: the verdict is made, then revised.
     assert found(("one", "one")) == ["FRT-CONSENT-MISSING open", "FRT-CONSENT-MISSING retracted"]
+
+
+def test_rules_eval_with_a_registry_refuses_every_forged_source(tmp_path: Path) -> None:
+    """The forgeries of issue 26 against a simulated, signed fleet's registry: each refused with
+    its reason; unsigned traffic judged only from an operator named as allowed."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from contracts import canonical_json, sign
+    from producers.fleet import FleetShape, build_fleet
+
+    events, keys = tmp_path / "events.jsonl", tmp_path / "keys.json"
+    simulate = [sys.executable, "-m", "frtwatch", "simulate", "--events", "300", "--seed", "3"]
+    simulate += ["--output", str(events), "--keys-file", str(keys)]
+    assert subprocess.run(simulate, capture_output=True, timeout=300).returncode == 0
+    op_a, op_b = build_fleet(3, FleetShape())[:2]
+    a_device, b_device, revoked = op_a.devices[0], op_b.devices[0], op_a.devices[1]
+    frtwatch_keys = [sys.executable, "-m", "frtwatch", "keys"]
+    listed = subprocess.run([*frtwatch_keys, "list", "--registry", str(keys)], capture_output=True, text=True)
+    key_id = next(line.split()[0] for line in listed.stdout.splitlines() if f"/{revoked.device_id} " in line)
+    revoke = subprocess.run([*frtwatch_keys, "revoke", key_id, "--registry", str(keys)], capture_output=True)
+    assert revoke.returncode == 0, revoke.stderr
+
+    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+    def forged(operator: str, device: str | None, key: object = None) -> bytes:
+        fields = {
+            "schema": "frt.v1", "event_id": str(uuid.uuid4()), "type": "media.deleted", "occurred_at": at,
+            "operator_id": operator, "site_id": "s", "device_id": device, "seq": None, "sig": None,
+            "media_id": "m-1",
+        }  # fmt: skip
+        return canonical_json(sign(fields, key) if key is not None else fields)  # type: ignore[arg-type]
+
+    cases = [
+        (forged(op_a.operator_id, "made-up-cam"), "unknown_source"),
+        (forged(op_a.operator_id, b_device.device_id, b_device.signing_key), "key_not_bound"),
+        (forged(op_a.operator_id, a_device.device_id, b_device.signing_key), "bad_signature"),
+        (forged(op_a.operator_id, revoked.device_id, revoked.signing_key), "revoked_key"),
+        (forged("op-not-named", "cam"), "unknown_source"),
+        (forged("op-named", "cam"), None),
+    ]
+    first = len(events.read_bytes().splitlines()) + 1
+    with events.open("ab") as out:
+        out.writelines(raw + b"\n" for raw, _ in cases)
+    result = rules_eval("--keys", str(keys), "--unsigned-operator", "op-named", str(events))
+    refused = {
+        int(line.split(":")[0].removeprefix("line ")): line.split(": ")[1]
+        for line in result.stderr.splitlines()
+        if line.startswith("line ")
+    }
+    assert [refused.get(first + n) for n in range(len(cases))] == [want for _, want in cases]
