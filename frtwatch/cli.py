@@ -16,6 +16,7 @@ from frtwatch.api_cli import api_app
 from frtwatch.audit_cli import audit_app, verify
 from frtwatch.config import Settings
 from frtwatch.demo_cli import demo
+from frtwatch.keys_cli import keys_app
 from frtwatch.query_cli import query_app
 from producers.fleet import FleetShape
 
@@ -42,6 +43,7 @@ app.add_typer(contracts_app, name="contracts")
 app.add_typer(rules_app, name="rules")
 app.add_typer(audit_app, name="audit")
 app.add_typer(api_app, name="api")
+app.add_typer(keys_app, name="keys")
 app.add_typer(query_app, name="query")
 app.command("verify")(verify)
 app.command("demo")(demo)
@@ -300,7 +302,12 @@ def rules_eval(
     pack: PackOption = None,
     extensions: ExtensionsOption = None,
     keys: Annotated[
-        Path | None, typer.Option(help="Signing keys (JSON, as simulate --keys-file writes).")
+        Path | None,
+        typer.Option(help="The key registry (`frtwatch keys`, simulate --keys-file): signatures required."),
+    ] = None,
+    unsigned_operator: Annotated[
+        list[str] | None,
+        typer.Option(help="With --keys: an operator whose sources without a key may send unsigned (repeat)."),
     ] = None,
     grace: Annotated[float, typer.Option(help="Seconds of event time to wait for late consents.")] = 10.0,
     horizon: Annotated[
@@ -329,7 +336,9 @@ def rules_eval(
     try:
         # History is judged however old: the live gate's age limit is for live traffic. Times
         # ahead of now are still refused (a device clock running ahead, or a forgery).
-        gate = Gate(load_keys(keys) if keys else None, max_age=None)
+        gate = Gate(
+            load_keys(keys) if keys else None, unsigned_operators=unsigned_operator or (), max_age=None
+        )
     except (OSError, ValueError, KeyError) as error:
         errors.print(f"[red]cannot use keys file {keys}:[/] {error}")
         raise typer.Exit(2) from None
@@ -425,7 +434,7 @@ def simulate(
         Path | None, typer.Option(help="Write the expected violations here (JSON Lines).")
     ] = None,
     keys_file: Annotated[
-        Path | None, typer.Option(help="Write the fleet's signing keys here (JSON).")
+        Path | None, typer.Option(help="Enrol the fleet's keys in this key registry (created if need be).")
     ] = None,
 ) -> None:
     """Simulate a fleet of devices and back offices, with the ground truth of its violations."""

@@ -49,7 +49,8 @@ class Settings:
     clickhouse_url: str | None = None  # http(s)://host:8123 for a server; default: embedded chDB
     packs: tuple[str, ...] = ()  # active policy packs; empty: every pack that ships
     pack_extensions: Path | None = None  # a deployment's extension lists
-    keys_file: Path | None = None  # device and back-office signing keys (JSON)
+    keys_file: Path | None = None  # the key registry (contracts/keyring.py); set, signatures are required
+    unsigned_operators: tuple[str, ...] = ()  # with a registry: operators whose unkeyed sources may not sign
     grace_seconds: float = 10.0  # event time to wait for late consents and registrations
     revision_hours: float = 24.0  # event time within which a later fact revises verdicts (0: never)
     revision_evidence: int = 200_000  # decided events a worker keeps for revisions, at most (all lanes)
@@ -87,6 +88,7 @@ class Settings:
             packs=tuple(p for p in env.get("FRTWATCH_PACKS", "").split(",") if p),
             pack_extensions=_path(env.get("FRTWATCH_PACK_EXTENSIONS")),
             keys_file=_path(env.get("FRTWATCH_KEYS_FILE")),
+            unsigned_operators=tuple(o for o in env.get("FRTWATCH_UNSIGNED_OPERATORS", "").split(",") if o),
             grace_seconds=float(env.get("FRTWATCH_GRACE_SECONDS", 10)),
             revision_hours=float(env.get("FRTWATCH_REVISION_HOURS", 24)),
             revision_evidence=int(env.get("FRTWATCH_REVISION_EVIDENCE", 200_000)),

@@ -144,7 +144,8 @@ pusher = (
 journal = Journal(_write_state)
 # The journal bounds the dedup and publication windows (None: the gate and judge keep no order).
 gate = Gate(
-    load_keys(settings.keys_file) if settings.keys_file else None,
+    load_keys(settings.keys_file) if settings.keys_file else None,  # read again when it changes
+    unsigned_operators=settings.unsigned_operators,
     seen=journal.seen,
     last_seq=journal.last_seq,
     dedup_window=None,
