@@ -170,14 +170,15 @@ def service_env(home: Path, kafka: KafkaCluster, partitions: int, **settings: st
     }
 
 
-def write_results(name: str, results: dict[str, Any], table: str) -> Path:
-    """bench/results/NAME.json (figures) and NAME.md (the table), with machine and command."""
+def write_results(name: str, results: dict[str, Any], table: str, module: str | None = None) -> Path:
+    """bench/results/NAME.json (figures) and NAME.md (the table), with machine and command (run
+    as ``module``, by default bench.NAME)."""
     RESULTS.mkdir(exist_ok=True)
     record = {
         "benchmark": name,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": shlex.join(
-            [Path(sys.executable).name, "-m", f"bench.{name.replace('-', '_')}", *sys.argv[1:]]
+            [Path(sys.executable).name, "-m", module or f"bench.{name.replace('-', '_')}", *sys.argv[1:]]
         ),
         "machine": machine(),
         **results,

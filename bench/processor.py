@@ -1,6 +1,7 @@
 """Stream-processor throughput and detection latency, beside the raw consume rate.
 
     .venv/bin/python -m bench.processor [--events 100000] [--latency-seconds 30]
+    .venv/bin/python -m bench.processor --gate-only   # the gate's cost, HMAC beside Ed25519 (bench/gate.py)
 
 One run, one local broker: the same topic of simulated, signed events is read and discarded by
 aiokafka (faust's client) and by kafka-python (the raw consume rates), then judged by one
@@ -30,6 +31,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from bench import gate
 from bench.harness import local_kafka, records_since, send_on_schedule, service_env, write_results
 from contracts import topics
 from contracts.timestamps import parse_timestamp
@@ -253,7 +255,20 @@ def main() -> None:
     parser.add_argument(
         "--throughput-only", action="store_true", help="Skip the latency runs (quick tuning)."
     )
+    parser.add_argument(
+        "--gate-only",
+        action="store_true",
+        help="Only the gate's cost per event, HMAC beside Ed25519 (no Kafka).",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="With --gate-only: alternating rounds.")
     args = parser.parse_args()
+    if args.gate_only:
+        figures = gate.measure(min(args.events, 20_000), args.rounds)
+        print(gate.table(figures))
+        print(
+            f"written to {write_results('processor-gate', figures, gate.table(figures), 'bench.processor')}"
+        )
+        return
     # The worker, started from the same tree and environment, judges the same way.
     results: dict[str, object] = {"events": args.events, "judge_compiled": compiled.active()}
     with tempfile.TemporaryDirectory() as tmp, local_kafka(Path(tmp) / "kafka") as kafka:
