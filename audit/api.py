@@ -26,12 +26,13 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.background import BackgroundTask
 
 from audit import queries
 from audit.access import AccessFile, Principal, Scope, token_hash
 from audit.checkpoint import StatementSigner
+from audit.consistency import NotSigned, consistency_document
 from audit.export import FORMATS, NoCheckpoint, TooLarge, export
 from audit.limits import ADDRESS_RATE, PRINCIPAL_RATE, Buckets, Rate, Tally, address_key, retry_after
 from audit.query_log import (
@@ -133,6 +134,20 @@ class CheckpointOut(BaseModel):
     size: int
     note: str
     public_key: str
+
+
+class SignedSize(BaseModel):
+    size: int
+    note: str  # the checkpoint signed at that size
+
+
+class ConsistencyOut(BaseModel):
+    format: str
+    from_: SignedSize = Field(alias="from")
+    to: SignedSize
+    proof: list[str]  # base64 hashes (RFC 9162 2.1.4)
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
 
 class Problem(BaseModel):
@@ -503,6 +518,30 @@ def create_app(service: Service) -> FastAPI:
             raise HTTPException(409, "the audit log has no signed checkpoint yet")
         answered(request, 1)
         return CheckpointOut(size=latest[0], note=latest[1], public_key=service.statements.log_vkey)
+
+    @app.get(
+        "/v1/proofs/consistency", response_model=ConsistencyOut, responses=REFUSALS, tags=["verification"]
+    )
+    def consistency(
+        request: Request,
+        asker: Asker,
+        old_size: Annotated[int, Query(alias="from", ge=1, description="a size a checkpoint was signed at")],
+        new_size: Annotated[
+            int | None, Query(alias="to", ge=1, description="a later signed size (default: the latest)")
+        ] = None,
+    ) -> ConsistencyOut:
+        """Both signed checkpoints and the proof that the older tree is a prefix of the newer:
+        whoever kept the older checkpoint proves the log only grew (`frtwatch verify
+        --consistency OLD.note THIS.json`). Costs O(log n) stored nodes."""
+        try:
+            with service.reading() as store:
+                document = consistency_document(store, old_size, new_size)
+        except NotSigned as error:
+            raise HTTPException(404, str(error)) from None
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from None
+        answered(request, 1)
+        return ConsistencyOut.model_validate(document)
 
     def _page(request: Request, selection: Selection, limit: int, after: queries.Cursor | None) -> Page:
         with service.reading() as store:

@@ -50,22 +50,22 @@ class Signer:
         self._public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
     @classmethod
-    def load_or_create(cls, path: Path) -> "Signer":
+    def load_or_create(cls, path: Path, name: str = ORIGIN) -> "Signer":
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             raw = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(descriptor, "wb") as file:
                 file.write(raw)
-        return cls.load(path)
+        return cls.load(path, name)
 
     @classmethod
-    def load(cls, path: Path) -> "Signer":
+    def load(cls, path: Path, name: str = ORIGIN) -> "Signer":
         """The existing key; only the sink creates one (a stray new key would sign what the
         log's real key cannot vouch for)."""
         if not path.exists():
             raise CheckpointError(f"no audit signing key at {path}: the audit sink creates it on first run")
-        return cls(Ed25519PrivateKey.from_private_bytes(path.read_bytes()))
+        return cls(Ed25519PrivateKey.from_private_bytes(path.read_bytes()), name)
 
     def vkey(self) -> str:
         """The public key as one line, for regulators."""
@@ -116,3 +116,59 @@ def open_checkpoint(note: str, vkey: str) -> Checkpoint:
     if len(lines) < 3 or not lines[1].isdigit():
         raise CheckpointError("a checkpoint names its origin, size and root hash")
     return Checkpoint(lines[0], int(lines[1]), base64.b64decode(lines[2], validate=True))
+
+
+# -- the statement key -------------------------------------------------------------------------
+# Export statements are signed by a key of their own, which the log's key endorses: the API
+# holds only that key, so with a ClickHouse server only the sink can sign checkpoints, and a
+# regulator still needs only the log's public key (a bundle carries the endorsement).
+
+STATEMENTS = "frtwatch.audit.statements.v1"
+ENDORSEMENT = "frtwatch.audit.statement-key.v1"
+
+
+def statement_key_path(log_key: Path) -> Path:
+    """Where the statement key lives, beside the log's key; its endorsement beside it."""
+    return log_key.with_name(log_key.name + ".statements")
+
+
+@dataclass(frozen=True)
+class StatementSigner:
+    signer: Signer
+    endorsement: str  # a note by the log's key naming signer.vkey()
+
+    @classmethod
+    def endorsed_by(cls, log: Signer, signer: Signer) -> "StatementSigner":
+        return cls(signer, log.sign(f"{ENDORSEMENT}\n{signer.vkey()}\n{log.vkey()}\n"))
+
+    @property
+    def log_vkey(self) -> str:
+        """The log's public key as the endorsement names it (regulators hold their own copy)."""
+        return self.endorsement.splitlines()[2]
+
+    @classmethod
+    def prepare(cls, log: Signer, path: Path) -> "StatementSigner":
+        """The sink's part: the statement key, created and endorsed if need be."""
+        signer = Signer.load_or_create(path, STATEMENTS)
+        endorsement = path.with_name(path.name + ".endorsement")
+        if endorsement.exists() and open_endorsement(endorsement.read_text(), log.vkey()) == signer.vkey():
+            return cls(signer, endorsement.read_text())
+        made = cls.endorsed_by(log, signer)
+        endorsement.write_text(made.endorsement)
+        return made
+
+    @classmethod
+    def load(cls, path: Path) -> "StatementSigner":
+        """The API's part: the key and its endorsement, as the sink left them."""
+        endorsement = path.with_name(path.name + ".endorsement")
+        if not endorsement.exists():
+            raise CheckpointError(f"no endorsed statement key at {path}: the audit sink makes it")
+        return cls(Signer.load(path, STATEMENTS), endorsement.read_text())
+
+
+def open_endorsement(note: str, log_vkey: str) -> str:
+    """The statement key a log's key endorsed in ``note`` (its vkey line)."""
+    lines = open_note(note, log_vkey).splitlines()
+    if len(lines) != 3 or lines[0] != ENDORSEMENT or lines[2] != log_vkey.strip():
+        raise CheckpointError("not an endorsement of a statement key")
+    return lines[1]

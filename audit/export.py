@@ -1,21 +1,25 @@
 """Exporting audit entries, covered by the latest signed checkpoint: a bundle (JSON), or the
 same bundle zipped beside a table of the entries (CSV, JSON Lines or Parquet). Every record of
 a violation is an entry of its own (its original, a retraction, a late detection), so an
-export holds each selected violation's whole history up to the checkpoint."""
+export holds each selected violation's whole history up to the checkpoint.
 
-from collections.abc import Callable, Iterator
+An export costs what it returns, not the size of the log: its rows are streamed from
+ClickHouse and written entry by entry, each block's inclusion proofs built from the log's
+stored nodes (audit/merkle.py StoredTree), never from the whole tree."""
+
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
 from audit import tables
-from audit.bundle import make_bundle
-from audit.checkpoint import Signer
-from audit.merkle import Tree
+from audit.bundle import BundleWriter
+from audit.checkpoint import StatementSigner
 from audit.selection import Selection
 from audit.store import Store
 
 FORMATS = ("json", *tables.FORMATS)
-MAX_ENTRIES = 1_000_000  # per export: one bundle is built in memory
+MAX_ENTRIES = 1_000_000  # per export: a verifier reads one bundle into memory
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -30,17 +34,63 @@ class TooLarge(ValueError):
 
 @dataclass(frozen=True)
 class Export:
-    bundle: dict[str, Any]
-    rows: list[dict[str, Any]]  # the table's rows, in log order
+    """A selection counted against a fixed checkpoint, ready to be written."""
+
+    store: Store
+    statements: StatementSigner
+    selection: Selection
+    tree_size: int
+    checkpoint_note: str
+    count: int
+    progress: Progress | None = None
 
     def write(self, out: IO[bytes], format: str) -> None:
         if format == "json":
-            out.write(tables.bundle_bytes(self.bundle))
-        else:
-            tables.write_archive(out, self.bundle, self.rows, format)
+            self._write_bundle(out, keep_rows=False)
+            return
+        if format not in tables.FORMATS:
+            raise ValueError(f"unknown format {format!r}: one of {', '.join(FORMATS)}")
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            with archive.open(tables.BUNDLE_NAME, "w", force_zip64=True) as member:
+                stored = self._write_bundle(member, keep_rows=True)
+            # The table names each violation's current status: it needs all the rows, which
+            # an archive returns anyway.
+            archive.writestr(f"entries.{format}", tables.table_bytes(tables.table(stored), format))
+
+    def _write_bundle(self, out: IO[bytes], keep_rows: bool) -> list[dict[str, Any]]:
+        writer = BundleWriter(
+            out, self.statements, self.checkpoint_note, self.tree_size, self.selection.describe()
+        )
+        tree = self.store.tree(self.tree_size)
+        where, parameters = self.selection.where()
+        kept: list[dict[str, Any]] = []
+        # Rows stream on a connection of their own: the proofs' queries run beside them.
+        rows_reader = self.store.another()
+        try:
+            with rows_reader.client.query_row_block_stream(
+                f"SELECT {', '.join(tables.STORED_COLUMNS)} FROM {self.store.db}.audit_log "
+                f"WHERE {where} AND seq < {self.tree_size} ORDER BY seq",
+                parameters=parameters,
+            ) as blocks:
+                for block in blocks:
+                    rows = [dict(zip(tables.STORED_COLUMNS, values, strict=True)) for values in block]
+                    proofs = tree.inclusion_proofs([int(row["seq"]) for row in rows])
+                    for row, proof in zip(rows, proofs, strict=True):
+                        writer.add(int(row["seq"]), str(row["body"]), proof)
+                    if keep_rows:
+                        kept += rows
+                    if self.progress:
+                        self.progress("entries", writer.count, self.count)
+        finally:
+            rows_reader.close()
+        writer.close()
+        return kept
 
 
-def export(store: Store, signer: Signer, selection: Selection, progress: Progress | None = None) -> Export:
+def export(
+    store: Store, statements: StatementSigner, selection: Selection, progress: Progress | None = None
+) -> Export:
+    """The export of ``selection`` under the latest checkpoint; ``write`` writes it."""
     latest = store.latest_checkpoint()
     if latest is None:
         raise NoCheckpoint(
@@ -55,23 +105,4 @@ def export(store: Store, signer: Signer, selection: Selection, progress: Progres
     )
     if count > MAX_ENTRIES:
         raise TooLarge(f"{count} entries selected; one export holds at most {MAX_ENTRIES}: narrow it")
-    columns = ", ".join(tables.STORED_COLUMNS)
-    rows = store.client.query(
-        f"SELECT {columns} FROM {store.db}.audit_log WHERE {where} AND seq < {size} ORDER BY seq",
-        parameters=parameters,
-    ).named_results()
-    table = tables.table(list(rows))
-    tree = Tree(_counted(store.leaf_hashes(size), size, progress))
-    if progress:
-        progress("proofs", 0, len(table))
-    bundle = make_bundle(signer, note, tree, [(r["seq"], r["body"]) for r in table], selection.describe())
-    if progress:
-        progress("proofs", len(table), len(table))
-    return Export(bundle, table)
-
-
-def _counted(leaves: Iterator[bytes], total: int, progress: Progress | None) -> Iterator[bytes]:
-    for n, leaf in enumerate(leaves, 1):
-        if progress and (n % 100_000 == 0 or n == total):
-            progress("tree", n, total)
-        yield leaf
+    return Export(store, statements, selection, size, note, count, progress)

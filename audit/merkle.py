@@ -282,7 +282,7 @@ class Frontier:
 
 
 class Tree:
-    """Every level of the tree over ``leaves``, for many proofs at once (an export): pairing
+    """Every level of the tree over ``leaves`` in memory, for many proofs at once: pairing
     left to right and carrying an odd last node up builds RFC 6962's tree, and a leaf's audit
     path is then its existing siblings, level by level. Each level is one bytes object of
     32-byte hashes (10 M leaves: about 640 MB in all, not a Python object per node)."""
@@ -317,3 +317,6 @@ class Tree:
                 proof.append(level[sibling * 32 : sibling * 32 + 32])
             index //= 2
         return proof
+
+    def inclusion_proofs(self, indices: Sequence[int]) -> list[list[bytes]]:
+        return [self.inclusion_proof(index) for index in indices]

@@ -58,7 +58,7 @@ def row(stored: dict[str, Any]) -> dict[str, Any]:
     out["seq"] = int(out["seq"])
     out["occurred_at"] = format_utc_timestamp(out["occurred_at"])
     out["body"] = str(out["body"])
-    out["current_status"] = out["status"]
+    out["current_status"] = out["status"] if out["violation_id"] else ""  # an event's status is its own
     return {column: out[column] for column in COLUMNS}
 
 
@@ -82,10 +82,10 @@ def write_archive(out: IO[bytes], bundle: dict[str, Any], rows: list[dict[str, A
         raise ValueError(f"unknown table format {format!r}: one of {', '.join(FORMATS)}")
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(BUNDLE_NAME, bundle_bytes(bundle))
-        archive.writestr(f"entries.{format}", _table_bytes(rows, format))
+        archive.writestr(f"entries.{format}", table_bytes(rows, format))
 
 
-def _table_bytes(rows: list[dict[str, Any]], format: str) -> bytes:
+def table_bytes(rows: list[dict[str, Any]], format: str) -> bytes:
     if format == "jsonl":
         return b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in rows)
     if format == "csv":
@@ -130,13 +130,15 @@ def stated_columns(body: dict[str, Any]) -> dict[str, Any]:
     kind: str
     entry_id: Any
     event_type: Any
-    violation_id, status = None, None
+    violation_id: str | None = None
+    status: str | None = None
     if "violation_id" in body:
         record = msgspec.convert(body, Violation)  # its revision id names its entry
         kind, entry_id, event_type, at = "violation", record.revision_id, "violation", record.occurred_at
         violation_id, status = record.violation_id, record.status
     elif "event_id" in body:
         kind, entry_id, event_type, at = "event", body["event_id"], body["type"], body["occurred_at"]
+        status = "unsigned" if body.get("sig") is None else None  # admitted unsigned: weaker evidence
     elif body.get("kind") == "query":
         kind, entry_id, event_type, at = "query", body["request_id"], body.get("route"), body["at"]
     elif body.get("kind") == "dead_letter":

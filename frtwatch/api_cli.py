@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from frtwatch.config import Settings
+from frtwatch.kafka_security import Role
 
 api_app = typer.Typer(help="The regulators' HTTP API over the audit log.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -42,7 +43,7 @@ def api_serve(
 
     from audit.access import AccessError, AccessFile
     from audit.api import Service, create_app
-    from audit.checkpoint import CheckpointError, Signer
+    from audit.checkpoint import CheckpointError, Signer, StatementSigner, statement_key_path
     from audit.limits import Rate
     from audit.query_log import QueryLog
     from audit.sink import AuditSink
@@ -56,12 +57,17 @@ def api_serve(
     with_sink = settings.clickhouse_url is None if sink is None else sink
     try:
         access = AccessFile(settings.api_access)
-        signer = (Signer.load_or_create if with_sink else Signer.load)(settings.audit_key_file)
+        statement_key = statement_key_path(settings.audit_key_file)
+        if with_sink:  # one process owns chDB's folder: it holds the log's key too
+            signer = Signer.load_or_create(settings.audit_key_file)
+            statements = StatementSigner.prepare(signer, statement_key)
+        else:  # the sink apart alone holds the log's key; the API signs exports with one it endorsed
+            statements = StatementSigner.load(statement_key)
     except (OSError, AccessError, CheckpointError) as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
     try:
-        query_log = QueryLog(settings.bootstrap_servers, security=settings.kafka_security)
+        query_log = QueryLog(settings.bootstrap_servers, security=settings.kafka_security_for(Role.API))
     except KafkaError as error:  # no query may go unrecorded, so none is served
         console.print(f"[red]Kafka at {settings.bootstrap_servers} unreachable ({error}): not serving[/red]")
         raise typer.Exit(2) from None
@@ -77,7 +83,7 @@ def api_serve(
             sink_store,
             signer,
             settings.bootstrap_servers,
-            settings.kafka_security,
+            settings.kafka_security_for(Role.AUDIT),
             metrics=SinkMetrics(REGISTRY),
         )
         serve_metrics(REGISTRY, settings.audit_metrics_port, "audit sink", settings.metrics_host)
@@ -110,7 +116,7 @@ def api_serve(
                     store,
                     access,
                     query_log,
-                    signer,
+                    statements,
                     rate=Rate(settings.api_rate, settings.api_burst),
                     anonymous_rate=Rate(settings.api_anonymous_rate, settings.api_anonymous_burst),
                 )

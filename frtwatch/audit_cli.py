@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from frtwatch.config import Settings
+from frtwatch.kafka_security import Role
 
 audit_app = typer.Typer(help="The audit log in ClickHouse: sink, schema, exports.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -22,12 +23,18 @@ def audit_sink(
     batch_rows: Annotated[int, typer.Option(help="Write when this many entries are waiting.")] = 20_000,
     batch_seconds: Annotated[float, typer.Option(help="...or when the oldest has waited this long.")] = 1.0,
     checkpoint_seconds: Annotated[float, typer.Option(help="Sign the tree head this often.")] = 10.0,
+    refused_linger_seconds: Annotated[
+        float, typer.Option(help="On a log that is not the one signed: keep the metrics up this long.")
+    ] = 30.0,
 ) -> None:
-    """Write accepted events, violations and dead letters to the audit log until stopped."""
+    """Write accepted events, violations and dead letters to the audit log until stopped. At
+    start the log is checked against the last signed checkpoint: a mismatch is refused (exit 3)."""
+    import time
+
     from prometheus_client import REGISTRY
 
-    from audit.checkpoint import Signer
-    from audit.sink import AuditSink
+    from audit.checkpoint import Signer, StatementSigner, statement_key_path
+    from audit.sink import AuditSink, LogMismatch
     from audit.store import Store
     from frtwatch.stack.clickhouse import describe
     from stream_processors.metrics import SinkMetrics
@@ -42,11 +49,13 @@ def audit_sink(
     store = Store(settings.clickhouse_dsn)
     store.migrate()
     store.set_retention(settings.audit_retention_days)
+    signer = Signer.load_or_create(settings.audit_key_file)
+    StatementSigner.prepare(signer, statement_key_path(settings.audit_key_file))  # for the API
     sink = AuditSink(
         store,
-        Signer.load_or_create(settings.audit_key_file),
+        signer,
         settings.bootstrap_servers,
-        settings.kafka_security,
+        settings.kafka_security_for(Role.AUDIT),
         batch_rows=batch_rows,
         batch_seconds=batch_seconds,
         checkpoint_seconds=checkpoint_seconds,
@@ -55,6 +64,12 @@ def audit_sink(
     serve_metrics(REGISTRY, settings.audit_metrics_port, "audit sink", settings.metrics_host)
     try:
         sink.run(lambda: bool(stopping))
+    except LogMismatch as error:
+        console.print(f"[red]{error}[/red]")
+        deadline = time.monotonic() + refused_linger_seconds  # so its metric is scraped and alerts
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(0.2)
+        raise typer.Exit(3) from None
     finally:
         store.close()
         console.print(f"audit sink stopped: {sink.stats}")
@@ -125,7 +140,7 @@ def audit_export(
     the store: with chDB, only while no sink or API holds its folder)."""
     from rich.progress import Progress
 
-    from audit.checkpoint import Signer
+    from audit.checkpoint import Signer, StatementSigner, statement_key_path
     from audit.export import FORMATS, NoCheckpoint, TooLarge, export
     from audit.selection import Selection
     from audit.store import Store
@@ -145,29 +160,44 @@ def audit_export(
             def progress(stage: str, done: int, total: int) -> None:
                 bar.update(task, description=stage, completed=done, total=total)
 
-            made = export(store, Signer.load(settings.audit_key_file), selection, progress)
+            log_key = Signer.load(settings.audit_key_file)
+            statements = StatementSigner.prepare(log_key, statement_key_path(settings.audit_key_file))
+            made = export(store, statements, selection, progress)
+            with out.open("wb") as file:
+                made.write(file, format)
     except (NoCheckpoint, TooLarge) as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from None
     finally:
         store.close()
-    with out.open("wb") as file:
-        made.write(file, format)
-    console.print(f"{len(made.rows)} entries written to {out}")
+    console.print(f"{made.count} entries written to {out}")
 
 
 def verify(
-    bundle: Annotated[Path, typer.Argument(help="An export: a bundle (.json) or an archive (.zip).")],
+    bundle: Annotated[
+        Path,
+        typer.Argument(
+            help="An export: a bundle (.json) or an archive (.zip); with --consistency, a "
+            "consistency proof (the JSON of GET /v1/proofs/consistency?from=OLD)."
+        ),
+    ],
     public_key: Annotated[str, typer.Option(help="The log's public key line, or a file holding it.")],
+    consistency: Annotated[
+        Path | None,
+        typer.Option(help="A checkpoint you kept (its signed note): prove the log only grew since."),
+    ] = None,
 ) -> None:
     """Check an export offline: signatures, every inclusion proof, nothing missing or moved, and
-    an archive's table against its bundle."""
+    an archive's table against its bundle. With --consistency OLD.note, check instead that the
+    newer checkpoint in a consistency proof extends the one kept."""
     import zipfile
 
     from audit.bundle import verify_bundle
     from audit.tables import check_table, read_archive
 
     key = Path(public_key).read_text() if Path(public_key).is_file() else public_key
+    if consistency is not None:
+        _verify_consistency(consistency, bundle, key)
     rows = None
     try:
         if zipfile.is_zipfile(bundle):
@@ -184,4 +214,23 @@ def verify(
     if not problems:
         table = f"; the table's {len(rows)} rows match" if rows is not None else ""
         print(f"OK {result.entries} entries, each included in the signed tree of {result.tree_size}{table}")
+    sys.exit(0 if not problems else 1)
+
+
+def _verify_consistency(kept: Path, proof: Path, key: str) -> None:
+    from audit.consistency import check_consistency
+
+    try:
+        old_note, document = kept.read_text(), json.loads(proof.read_bytes())
+    except (OSError, ValueError) as error:
+        console.print(f"[red]cannot read {kept} or {proof}: {error}[/red]")
+        raise typer.Exit(2) from None
+    problems = (
+        check_consistency(old_note, document, key) if isinstance(document, dict) else ["not a JSON object"]
+    )
+    for problem in problems:
+        print(f"FAIL {problem}")
+    if not problems:
+        old, new = document["from"]["size"], document["to"]["size"]
+        print(f"OK the signed tree of {new} entries extends the one kept of {old}")
     sys.exit(0 if not problems else 1)

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from kafka import KafkaProducer
 from audit.access import AccessFile, add_principal, set_jurisdiction
 from audit.api import Service, create_app
 from audit.bundle import verify_bundle
-from audit.checkpoint import Signer
+from audit.checkpoint import Signer, StatementSigner, statement_key_path
+from audit.limits import Rate
 from audit.query_log import QueryLog
 from audit.sink import AuditSink
 from audit.store import Store
@@ -87,6 +89,9 @@ def api_server(kafka: KafkaCluster, home: Path, metrics_port: int = 0) -> tuple[
     """`frtwatch api serve` (with the sink, on chDB in ``home``), once it answers."""
     (port,) = free_ports(1)
     env = {"FRTWATCH_API_PORT": str(port), "FRTWATCH_AUDIT_METRICS_PORT": str(metrics_port)}
+    # Schemathesis and the matrix call faster than people do (the limits have a test of their own).
+    env |= {"FRTWATCH_API_RATE": "1000", "FRTWATCH_API_BURST": "10000"}
+    env |= {"FRTWATCH_API_ANONYMOUS_RATE": "1000", "FRTWATCH_API_ANONYMOUS_BURST": "10000"}
     server = Worker(kafka, home, home / "keys.json", "api", ("api", "serve"), env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -247,15 +252,18 @@ def test_metrics_pages_pass_promtool_and_count_what_happened(stack: ApiStack) ->
 
 
 def test_schemathesis_finds_no_server_error_nor_any_other_nonconformance(stack: ApiStack) -> None:
+    # The token goes in through the environment: a command line is seen by every user (ps).
+    config = stack.home / "schemathesis.toml"
+    config.write_text('[headers]\nAuthorization = "Bearer ${FRTWATCH_API_TOKEN}"\n')
     run = subprocess.run(
         [
             str(Path(sys.executable).parent / "schemathesis"),
+            "--config-file",
+            str(config),
             "run",
             f"{stack.url}/openapi.json",
             "--checks",
             "all",
-            "--header",
-            f"Authorization: Bearer {stack.tokens['reg-north']}",
             "--max-examples",
             "40",
             "--workers",
@@ -263,6 +271,7 @@ def test_schemathesis_finds_no_server_error_nor_any_other_nonconformance(stack: 
             "--seed",
             "1",
         ],
+        env={**os.environ, "FRTWATCH_API_TOKEN": stack.tokens["reg-north"]},
         capture_output=True,
         text=True,
         timeout=600,
@@ -328,6 +337,7 @@ def test_role_endpoint_jurisdiction_matrix_refuses_and_records_every_call(stack:
     for request_id, (who, status) in calls.items():
         record = recorded[request_id]
         assert record["status"] == status
+        assert "operator_id" not in record  # whatever operator the call named, or its asker's own
         if who in (None, "bogus"):
             assert record["principal"]["role"] == "anonymous"
         else:
@@ -396,9 +406,16 @@ class RevisedLog:
 
 @pytest.fixture
 def revised_log(kafka_alone: KafkaCluster, tmp_path: Path) -> Iterator[RevisedLog]:
+    with serving_log(kafka_alone, tmp_path) as log:
+        yield log
+
+
+@contextmanager
+def serving_log(kafka_alone: KafkaCluster, tmp_path: Path, **options: Any) -> Iterator[RevisedLog]:
     """A violation, a second violation and its retraction (each record delivered twice) and a
     violation of another jurisdiction, on frt.violations.v1; the audit sink writing them into
-    chDB; the API over that log, served here (with its query records on this Kafka)."""
+    chDB; the API over that log, served here (with its query records on this Kafka), its
+    Service made with ``options``."""
     retracted = violation(1, "op-000", "2026-11-21T08:01:00.250Z")
     standing = violation(2, "op-000", "2026-11-21T08:02:00.000Z")
     foreign = violation(3, "op-002", "2026-11-21T08:03:00.000Z")
@@ -427,10 +444,12 @@ def revised_log(kafka_alone: KafkaCluster, tmp_path: Path) -> Iterator[RevisedLo
         "reg-south": add_principal(access, "reg-south", "regulator", jurisdiction="south"),
         "op-000": add_principal(access, "op-000", "operator", operator_id="op-000"),
         "ops": add_principal(access, "ops", "ops"),
+        "auditor": add_principal(access, "auditor", "auditor"),
     }
     query_log = QueryLog(kafka_alone.bootstrap_servers)
     (port,) = free_ports(1)
-    app = create_app(Service(store, AccessFile(access), query_log, signer))
+    statements = StatementSigner.prepare(signer, statement_key_path(tmp_path / "audit.key"))
+    app = create_app(Service(store, AccessFile(access), query_log, statements, **options))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     server_thread = threading.Thread(target=server.run, daemon=True)
     server_thread.start()
@@ -569,3 +588,126 @@ def test_a_retraction_is_kept_and_shown_as_its_violations_current_state(
     for r in table:
         r["current_status"] = "open"
     assert any("current_status differs" in p for p in check_table(read_archive(archive)[0], table))
+
+
+def recorded_queries(log: RevisedLog, request_ids: set[str], timeout: float = 60) -> dict[str, Any]:
+    """The query records of these requests (by request id, with their operator_id column), once
+    they are in the log and a signed checkpoint covers them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = log.store.client.query(
+            f"SELECT entry_id, operator_id, body FROM {log.store.db}.audit_log WHERE kind = 'query'"
+            f" AND seq < {log.store.size()}"
+        ).result_rows
+        found = {entry_id: {"column": column, **json.loads(body)} for entry_id, column, body in rows}
+        signed = (log.store.latest_checkpoint() or (0, ""))[0]
+        if request_ids <= found.keys() and signed >= log.store.size():
+            return found
+        assert time.monotonic() < deadline, f"{len(request_ids - found.keys())} query records missing"
+        time.sleep(0.3)
+
+
+def exported_queries(log: RevisedLog, who: str, **params: str) -> list[dict[str, Any]]:
+    answer = log.get(who, "/v1/export", format="json", **params)
+    assert answer.status_code == 200, answer.text
+    bundle = answer.json()
+    assert verify_bundle(bundle, log.key).ok
+    bodies = [json.loads(entry["body"]) for entry in bundle["entries"]]
+    return [body for body in bodies if body.get("kind") == "query"]
+
+
+def test_query_records_are_read_by_who_asked_and_by_auditors_only(revised_log: RevisedLog) -> None:
+    log = revised_log
+    subject = violation(1, "op-000", "2026-11-21T08:01:00.250Z").subject_ref
+    # A regulator asks about op-000's subject; an anonymous caller and an unknown token name op-000.
+    asked = log.get("reg-north", f"/v1/subjects/{subject}/history", operator_id="op-000")
+    anonymous = httpx.get(f"{log.url}/v1/violations", params={"operator_id": "op-000"}, timeout=60)
+    bogus = httpx.get(
+        f"{log.url}/v1/export",
+        params={"operator_id": "op-000", "kind": "query"},
+        headers={"Authorization": "Bearer not-a-token"},
+        timeout=60,
+    )
+    own = log.get("op-000", "/v1/violations")
+    statuses = [asked.status_code, anonymous.status_code, bogus.status_code, own.status_code]
+    assert statuses == [200, 401, 401, 200]
+    ids = {name: r.headers["x-request-id"] for name, r in
+           (("reg-north", asked), ("anonymous", anonymous), ("bogus", bogus), ("op-000", own))}  # fmt: skip
+    records = recorded_queries(log, set(ids.values()))
+
+    # No record is tagged with an operator: not the one a call named, not even an operator's own.
+    for name, request_id in ids.items():
+        assert records[request_id]["column"] == "" and "operator_id" not in records[request_id], name
+    assert records[ids["anonymous"]]["params"] == {"operator_id": "op-000"}  # what was asked stays
+    assert records[ids["anonymous"]]["principal"] == {"name": None, "role": "anonymous"}
+
+    # An operator reads its own query records, of one kind or of all kinds, and no one else's.
+    for params in ({"kind": "query"}, {}, {"operator_id": "op-000"}):
+        mine = exported_queries(log, "op-000", **params)
+        assert {r["principal"]["name"] for r in mine} == {"op-000"}, params
+        assert ids["op-000"] in {r["request_id"] for r in mine}
+    assert {r["principal"]["name"] for r in exported_queries(log, "reg-north", kind="query")} == {"reg-north"}
+
+    # The auditor reads every query record, anonymous ones too, and no operator's rows.
+    audited = {r["request_id"] for r in exported_queries(log, "auditor", kind="query")}
+    assert set(ids.values()) <= audited
+    assert exported_queries(log, "auditor", kind="violation") == []
+    assert log.get("auditor", "/v1/violations").json()["items"] == []
+    assert log.get("auditor", "/v1/export", operator_id="op-000", format="json").status_code == 403
+    assert log.get("ops", "/v1/export", kind="query", format="json").status_code == 403
+
+
+def test_parameters_are_bounded_in_the_call_and_in_its_record(revised_log: RevisedLog) -> None:
+    log = revised_log
+    long_key = log.get("reg-north", "/v1/violations", **{"k" * 3000: "1", "operator_id": "op-000"})
+    many = log.get("reg-north", "/v1/violations", **{f"p{n}": "1" for n in range(60)})
+    too_long = log.get("reg-north", "/v1/violations", operator_id="x" * 5000)
+    path = log.get("reg-north", "/v1/subjects/" + "s" * 2000 + "/history")
+    body = httpx.request(
+        "GET",
+        f"{log.url}/v1/summary",
+        content=b"x" * 100_000,
+        headers={"Authorization": f"Bearer {log.tokens['reg-north']}"},
+        timeout=60,
+    )
+    calls = [long_key, many, too_long, path, body]
+    assert [r.status_code for r in calls] == [200, 400, 414, 414, 413]
+    records = recorded_queries(log, {r.headers["x-request-id"] for r in calls})
+    for call in calls:
+        record = records[call.headers["x-request-id"]]
+        assert len(record["params"]) <= 50 and all(len(k) <= 64 for k in record["params"])
+        assert len(json.dumps(record)) < 6000, len(json.dumps(record))
+    assert records[long_key.headers["x-request-id"]]["params"] == {"k" * 64: "1", "operator_id": "op-000"}
+
+
+def test_a_flood_of_anonymous_calls_is_refused_and_grows_the_log_by_a_few_leaves(
+    kafka_alone: KafkaCluster, tmp_path: Path
+) -> None:
+    with serving_log(kafka_alone, tmp_path, anonymous_rate=Rate(1, 10), refusals_every=1.0) as log:
+        before = log.store.size()
+        started = time.monotonic()
+        with httpx.Client(base_url=log.url, timeout=60) as client:
+            flood = [client.get("/v1/violations", params={"operator_id": "op-000"}) for _ in range(150)]
+            flood += [client.get(f"/nowhere/{n}") for n in range(150)]
+        seconds = time.monotonic() - started
+        refused = [r for r in flood if r.status_code == 429]
+        answered = [r for r in flood if r.status_code != 429]
+        assert {r.status_code for r in answered} <= {401, 404}
+        assert len(answered) <= 10 + seconds + 1, (len(answered), seconds)  # the burst, then 1/s
+        assert all(int(r.headers["retry-after"]) >= 1 and "x-request-id" not in r.headers for r in refused)
+        # A principal has a bucket of its own: the flood from its address does not stop it.
+        assert log.get("reg-north", "/v1/violations").status_code == 200
+
+        # Each answered call is recorded; the refused ones together, in a record a window.
+        records = recorded_queries(log, {r.headers["x-request-id"] for r in answered})
+        deadline = time.monotonic() + 30
+        while sum(r.get("calls", 0) for r in records.values()) < len(refused):
+            assert time.monotonic() < deadline, "the refused calls were not recorded"
+            time.sleep(0.5)
+            records = recorded_queries(log, set())
+        tallies = [r for r in records.values() if r["principal"]["role"] == "rate-limited"]
+        assert sum(r["calls"] for r in tallies) == len(refused)
+        assert set().union(*(r["refused"] for r in tallies)) == {"address 127.0.0.1"}
+        grown = log.store.size() - before
+        assert grown <= len(answered) + 1 + len(tallies) <= len(answered) + seconds + 8, (grown, len(tallies))
+        assert grown < len(flood) / 5

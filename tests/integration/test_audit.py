@@ -294,3 +294,87 @@ def test_nodes_lost_in_a_crash_are_stored_again_at_start(tmp_path: Path) -> None
         assert tree.consistency_proof(513) == consistency_proof(leaves[: FILLER - 3], 513)
     finally:
         store.close()
+
+
+def _signed_log(tmp_path: Path) -> tuple[Store, Any, str]:
+    """A log the sink signed at 1000 entries and again at 1700: (store, log key, the note of
+    1000 a regulator kept)."""
+    from audit.checkpoint import Signer
+    from audit.sink import AuditSink
+
+    store = Store(f"chdb://{tmp_path / 'ch'}")
+    signer = Signer.load_or_create(tmp_path / "key")
+    store.migrate()
+    _synthetic_log(store, FILLER)
+    sink = AuditSink(store, signer, "unused:9092")
+    sink.recover()
+    sink.checkpoint()
+    _synthetic_log(store, 700, first=FILLER)
+    sink.recover()
+    sink.checkpoint()
+    kept = store.checkpoint_at(FILLER)
+    assert kept is not None and store.latest_checkpoint() is not None
+    return store, signer, kept
+
+
+def _verify_consistency(tmp_path: Path, kept: str, document: dict[str, Any], vkey: str) -> Any:
+    (tmp_path / "old.note").write_text(kept)
+    (tmp_path / "proof.json").write_text(json.dumps(document))
+    return subprocess.run(
+        [sys.executable, "-m", "frtwatch", "verify", "--consistency", str(tmp_path / "old.note"),
+         str(tmp_path / "proof.json"), "--public-key", vkey],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_consistency_proof_shows_the_log_only_grew(tmp_path: Path) -> None:
+    from audit.consistency import check_consistency, consistency_document
+
+    store, signer, kept = _signed_log(tmp_path)
+    try:
+        document = consistency_document(store, FILLER)
+        assert document["to"]["size"] == FILLER + 700
+        assert check_consistency(kept, document, signer.vkey()) == []
+        checked = _verify_consistency(tmp_path, kept, document, signer.vkey())
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert (
+            f"OK the signed tree of {FILLER + 700} entries extends the one kept of {FILLER}" in checked.stdout
+        )
+    finally:
+        store.close()
+
+
+def test_a_rewritten_and_signed_again_log_cannot_prove_consistency(tmp_path: Path) -> None:
+    """The worst case: whoever rewrote an entry also signs again (as recovery once did). The
+    regulator's kept checkpoint still exposes it: no proof from it reaches the new tree."""
+    from audit.checkpoint import ORIGIN, Checkpoint, sign_checkpoint
+    from audit.consistency import check_consistency, consistency_document
+    from audit.sink import AuditSink
+
+    store, signer, kept = _signed_log(tmp_path)
+    try:
+        for statement in (
+            f"ALTER TABLE {store.db}.audit_leaves UPDATE leaf_hash = SHA256(concat(char(0), 'x')) "
+            "WHERE seq = 10",
+            f"ALTER TABLE {store.db}.audit_log UPDATE body = 'x' WHERE seq = 10",
+            f"TRUNCATE TABLE {store.db}.audit_nodes",
+            f"TRUNCATE TABLE {store.db}.audit_checkpoints",
+        ):
+            store.client.command(statement, settings={"mutations_sync": 1})
+        resigning = AuditSink(store, signer, "unused:9092")
+        resigning.recover()  # no checkpoint left to compare with: nodes of the rewritten log
+        resigning.checkpoint()
+        tree = store.tree(FILLER)
+        store.add_checkpoint(
+            FILLER, tree.root(), sign_checkpoint(signer, Checkpoint(ORIGIN, FILLER, tree.root()))
+        )
+        document = consistency_document(store, FILLER)
+        problems = check_consistency(kept, document, signer.vkey())
+        assert problems == [f"two different trees were signed at size {FILLER}: the log was rewritten"]
+        document["from"]["note"] = kept  # claim the kept one: the proof cannot reach the new root
+        problems = check_consistency(kept, document, signer.vkey())
+        assert problems and "does not extend the one kept" in problems[0]
+        checked = _verify_consistency(tmp_path, kept, document, signer.vkey())
+        assert checked.returncode == 1 and "FAIL" in checked.stdout
+    finally:
+        store.close()

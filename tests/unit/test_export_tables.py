@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import entries, tables
 from audit.bundle import make_bundle, verify_bundle
-from audit.checkpoint import ORIGIN, Checkpoint, Signer, sign_checkpoint
+from audit.checkpoint import ORIGIN, STATEMENTS, Checkpoint, Signer, StatementSigner, sign_checkpoint
 from audit.merkle import Tree, leaf_hash
 from audit.query_log import query_record
 from contracts import DeadLetter, Violation, canonical_json, topics
@@ -58,10 +58,8 @@ def _entries() -> list[entries.Entry]:
         for n, v in enumerate([VIOLATION, anonymous, RETRACTION])
     ]
     queries = [
-        canonical_json(
-            query_record("req-1", REGULATOR, "GET", "/v1/violations", {"limit": 10}, 200, 3, "op-1")
-        ),
-        canonical_json(query_record("req-2", OPS, "GET", "/v1/summary", {}, 200, 0, None)),
+        canonical_json(query_record("req-1", REGULATOR, "GET", "/v1/violations", {"limit": 10}, 200, 3)),
+        canonical_json(query_record("req-2", OPS, "GET", "/v1/summary", {}, 200, 0)),
     ]
     return [
         *events,
@@ -94,7 +92,8 @@ def signer() -> Signer:
 def bundle(signer: Signer) -> dict[str, Any]:
     tree = Tree(leaf_hash(body.encode()) for body in BODIES)
     note = sign_checkpoint(signer, Checkpoint(ORIGIN, tree.size, tree.root()))
-    return make_bundle(signer, note, tree, [(seq, BODIES[seq]) for seq in SELECTED], {"kind": "any"})
+    statements = StatementSigner.endorsed_by(signer, Signer(Ed25519PrivateKey.generate(), STATEMENTS))
+    return make_bundle(statements, note, tree, [(seq, BODIES[seq]) for seq in SELECTED], {"kind": "any"})
 
 
 def table() -> list[dict[str, Any]]:
@@ -174,7 +173,7 @@ STATED = {
     "event": ("entry_kind", "entry_id", "operator_id", "site_id", "device_id", "subject_ref", "event_type"),
     "violation": tuple(c for c in tables.COLUMNS[1:-2] if c != "current_status"),
     "dead_letter": ("entry_kind", "entry_id", "event_type"),
-    "query": ("entry_kind", "entry_id", "operator_id", "event_type"),
+    "query": ("entry_kind", "entry_id", "event_type"),  # a query record names no operator
 }
 
 
