@@ -3,9 +3,11 @@ every one is dead-lettered with its reason and counted in the metrics.
 
 The messages are made by a seeded generator, each broken in one known way (so its reason is
 known without asking the processor): huge, nested too deeply, wrong types, invalid UTF-8, not
-JSON, unknown types and schemas, unsigned or badly signed, replayed event_ids, timestamps decades
-off, seq going backwards. A fleet's valid traffic goes first, so replays, seqs and keys have
-something real to contradict.
+JSON, unknown types and schemas, unsigned or badly signed, forged sources (a made-up device, a
+device claimed by another operator, a revoked key, a key rotated out), replayed event_ids,
+timestamps decades off, seq going backwards. A fleet's valid traffic goes first, so replays,
+seqs and keys have something real to contradict. Signatures are required: the worker has the
+fleet's key registry and no operator may send unsigned.
 """
 
 import base64
@@ -16,21 +18,37 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from contracts import sign, topics
+from contracts.codec import SigningKey
+from contracts.keyring import HMAC_SHA256, Keyring
 from frtwatch.stack.kafka import KafkaCluster
 from frtwatch.stack.process import free_ports
 from producers.fleet import Operator
 from producers.plan import Message
 from producers.sender import producer_settings
-from producers.simulator import Simulation, plan, run, write_keys
+from producers.simulator import Simulation, enrol_fleet, plan, run
 from tests.integration.pipeline import Worker, metric, read_topic, wait_until_assigned
 
 HOSTILE = 100_000
+REVOKED, ROTATED = b"r" * 32, b"o" * 32  # the secrets of two extra devices of the fleet's first operator
+
+
+def fleet_registry(path: Path, fleet: list[Operator]) -> None:
+    """The fleet enrolled, and two devices more: one whose key is revoked, one whose key was
+    rotated out (its overlap ended a day ago)."""
+    keyring = enrol_fleet(Keyring(), fleet)
+    operator, now = fleet[0].operator_id, datetime.now(UTC)
+    revoked = keyring.enrol(operator, "revoked-cam", HMAC_SHA256, REVOKED, now - timedelta(days=9))
+    keyring.revoke(revoked.key_id, now - timedelta(days=1))
+    keyring.enrol(operator, "rotated-cam", HMAC_SHA256, ROTATED, now - timedelta(days=9))
+    keyring.rotate(operator, "rotated-cam", b"n" * 32, now - timedelta(days=2), timedelta(days=1))
+    keyring.save(path)
 
 
 class Hostile:
@@ -43,6 +61,8 @@ class Hostile:
         }
         self.accepted = accepted
         self.signed_device_events = [e for e in accepted if e["device_id"] and e["seq"] is not None]
+        self.operator_of = {d.device_id: op.operator_id for op in fleet for d in op.devices}
+        self.operators = [op.operator_id for op in fleet]
         self.kinds: list[tuple[Callable[[], tuple[bytes, str]], int]] = [
             (self.huge, 1),
             (self.nested, 8),
@@ -53,6 +73,10 @@ class Hostile:
             (self.other_schema, 6),
             (self.unsigned, 8),
             (self.bad_signature, 12),
+            (self.made_up_device, 6),
+            (self.another_operators_device, 6),
+            (self.revoked_key, 3),
+            (self.rotated_out_key, 3),
             (self.replayed_event_id, 10),
             (self.decades_off, 10),
             (self.seq_backwards, 7),
@@ -70,9 +94,9 @@ class Hostile:
         event["sig"] = None
         return event
 
-    def _signed(self, event: dict[str, Any]) -> bytes:
-        source = event["device_id"] or event["operator_id"]
-        return json.dumps(sign({k: v for k, v in event.items() if k != "sig"}, self.keys[source])).encode()
+    def _signed(self, event: dict[str, Any], key: SigningKey | None = None) -> bytes:
+        key = key or self.keys[event["device_id"] or event["operator_id"]]
+        return json.dumps(sign({k: v for k, v in event.items() if k != "sig"}, key)).encode()
 
     def huge(self) -> tuple[bytes, str]:
         event = self._fresh()
@@ -123,6 +147,30 @@ class Hostile:
         event["sig"] = format(int(event["sig"], 16) ^ (1 << self.rng.randrange(256)), "064x")
         return json.dumps(event).encode(), "bad_signature"
 
+    def made_up_device(self) -> tuple[bytes, str]:
+        """A fleet operator's event from a device it never enrolled, unsigned or self-signed."""
+        event = self._fresh(self.signed_device_events)
+        event["device_id"] = f"made-up-{self.rng.getrandbits(32):08x}"
+        if self.rng.random() < 0.5:
+            return json.dumps(event).encode(), "unknown_source"
+        return self._signed(event, self.rng.randbytes(32)), "unknown_source"
+
+    def another_operators_device(self) -> tuple[bytes, str]:
+        """Operator A's event from operator B's device, signed with that device's key."""
+        event = self._fresh(self.signed_device_events)
+        event["operator_id"] = self.rng.choice([o for o in self.operators if o != event["operator_id"]])
+        return self._signed(event, self.keys[event["device_id"]]), "key_not_bound"
+
+    def revoked_key(self) -> tuple[bytes, str]:
+        event = self._fresh(self.signed_device_events)
+        event.update(operator_id=self.operators[0], device_id="revoked-cam", seq=None)
+        return self._signed(event, REVOKED), "revoked_key"
+
+    def rotated_out_key(self) -> tuple[bytes, str]:
+        event = self._fresh(self.signed_device_events)  # now: past the old key's overlap
+        event.update(operator_id=self.operators[0], device_id="rotated-cam", seq=None)
+        return self._signed(event, ROTATED), "expired_key"
+
     def replayed_event_id(self) -> tuple[bytes, str]:
         original = self.rng.choice(self.accepted)
         event = self._fresh([original])
@@ -159,7 +207,7 @@ def test_a_hundred_thousand_hostile_messages_are_all_dead_lettered_and_counted(
 ) -> None:
     sim = Simulation(seed=43, events=1500, start=None)
     fleet = plan(sim)[0]
-    write_keys(tmp_path / "keys.json", fleet)
+    fleet_registry(tmp_path / "keys.json", fleet)
     legit: list[Message] = []
     run(sim, legit.append, paced=False)
     accepted = [m.event for m in legit if m.event is not None and m.dead_letter is None]
