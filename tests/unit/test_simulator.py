@@ -268,3 +268,35 @@ def test_the_ground_truth_lists_the_revisions_late_facts_call_for(tmp_path: Path
             assert position[late] > position[entry["event_id"]]
     rules = {e["rule_id"] for e in listed if e["story"] == "consent_past_grace"}
     assert "FRT-CONSENT-MISSING" in rules
+
+
+def test_the_keys_file_is_a_registry_the_fleet_passes_with_either_scheme(tmp_path: Path) -> None:
+    """`--keys-file` enrols every device and back office, bound to its operator; each scheme's
+    traffic is admitted by the gate with it, and its labelled bad signatures are refused. A
+    second fleet is added to the same registry, the first one's keys kept."""
+    from contracts.keyring import ED25519, HMAC_SHA256, Keyring
+    from producers.simulator import plan, write_keys
+
+    for scheme in (HMAC_SHA256, ED25519):
+        path = tmp_path / f"{scheme}.json"
+        sim = Simulation(seed=9, events=1500, start=START, bad_share=0.05, shape=FleetShape(scheme=scheme))
+        fleet = plan(sim)[0]
+        write_keys(path, fleet)
+        keyring = Keyring.load(path)
+        assert {(e.operator_id, e.device_id, e.scheme) for e in keyring.entries} == {
+            (op.operator_id, source, scheme)
+            for op in fleet
+            for source in [None, *(d.device_id for d in op.devices)]
+        }
+        gate = Gate(keyring, max_age=timedelta(days=10**4), clock=lambda: START + timedelta(days=1))
+        sent: list[Message] = []
+        run(sim, sent.append, paced=False)
+        for n, message in enumerate(sent):
+            admission = gate.admit(message.value, f"0:{n}")
+            if message.dead_letter in (None, "seq_gap"):
+                assert admission.event is not None, admission.problems
+            elif message.dead_letter == "bad_signature":
+                assert [p.reason for p in admission.problems] == ["bad_signature"]
+        other = plan(Simulation(seed=10, shape=FleetShape(operator_prefix="more", scheme=scheme)))[0]
+        write_keys(path, other)
+        assert len(Keyring.load(path).entries) == 2 * len(keyring.entries)
