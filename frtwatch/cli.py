@@ -16,6 +16,7 @@ from frtwatch.api_cli import api_app
 from frtwatch.audit_cli import audit_app, verify
 from frtwatch.config import Settings
 from frtwatch.demo_cli import demo
+from frtwatch.kafka_security import Role
 from frtwatch.keys_cli import keys_app
 from frtwatch.query_cli import query_app
 from producers.fleet import FleetShape
@@ -111,7 +112,7 @@ def events_tail(
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
         client_id="frtwatch-tail",
-        **settings.kafka_security.kafka_python(),
+        **settings.kafka_security_for(Role.ADMIN).kafka_python(),
     )
     seen = 0
     try:
@@ -176,16 +177,18 @@ def stack_topics(
 ) -> None:
     """Create the contract topics on the configured Kafka (FRTWATCH_KAFKA_BOOTSTRAP), if missing."""
     from frtwatch.stack.kafka import create_contract_topics
+    from frtwatch.stack.kafka_acls import grant_roles
 
     settings = _settings(events_partitions=partitions)
+    admin = settings.kafka_security_for(Role.ADMIN)
     counts = create_contract_topics(
-        settings.bootstrap_servers,
-        settings.events_partitions,
-        replicas or min(3, settings.brokers),
-        settings.kafka_security,
+        settings.bootstrap_servers, settings.events_partitions, replicas or min(3, settings.brokers), admin
     )
     for name, count in counts.items():
         console.print(f"{name}: {count} partition(s)")
+    if admin.secure:
+        granted = grant_roles(settings.bootstrap_servers, admin)
+        console.print(f"{granted} ACLs granted to the roles' principals")
 
 
 @stack_app.command("kafka-secrets")
@@ -200,10 +203,9 @@ def stack_kafka_secrets(
     from frtwatch.stack.compose import write_compose_secrets
 
     secrets = write_compose_secrets(directory, tuple(host or ()), owner)
-    client = secrets.client
     console.print(
-        f"Kafka secrets in {directory}: user {client.username}, password in {client.password_file}, "
-        f"CA certificate {client.ca_file}"
+        f"Kafka secrets in {directory}: a password file for each of "
+        f"{', '.join(user.username for user in secrets.users)}; CA certificate {secrets.ca_file}"
     )
 
 
@@ -497,7 +499,7 @@ def simulate(
                 topic or topics.EVENTS,
                 ground_truth=ground_truth,
                 progress=advance,
-                security=settings.kafka_security,
+                security=settings.kafka_security_for(Role.DEVICE),
             )
     _print_simulation(sim, report, paced=output is None)
     raise typer.Exit(1 if report.delivery_failures else 0)
@@ -529,7 +531,7 @@ def stack_check() -> None:
 
     settings = _settings()
     with console.status("producing the example events and reading them back..."):
-        security = settings.kafka_security
+        security = settings.kafka_security_for(Role.ADMIN)
         sent = produce_examples(settings.bootstrap_servers, security)
         trips = read_back(settings.bootstrap_servers, sent, security=security)
     table = Table(title=f"example events through {settings.bootstrap_servers}")
@@ -559,10 +561,14 @@ def process(
 ) -> None:
     """Run a stream-processor worker (Kafka settings from FRTWATCH_*; start more for more partitions)."""
     from frtwatch.stack.kafka import create_contract_topics
+    from frtwatch.stack.kafka_acls import PROCESSOR_TOPICS
 
     settings = _settings()
     create_contract_topics(
-        settings.bootstrap_servers, settings.events_partitions, security=settings.kafka_security
+        settings.bootstrap_servers,
+        settings.events_partitions,
+        security=settings.kafka_security_for(Role.PROCESSOR),
+        names=PROCESSOR_TOPICS,  # those it may see: the admin makes the others
     )
     from frtwatch import compiled
     from stream_processors.app import app as faust_app

@@ -9,7 +9,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from frtwatch.kafka_security import CLIENT_USER, PLAINTEXT_PROTOCOL, KafkaSecurity
+from frtwatch.kafka_security import (
+    PLAINTEXT_PROTOCOL,
+    KafkaSecurity,
+    KafkaSecurityError,
+    Role,
+    password_file_name,
+)
 
 
 def _default_home() -> Path:
@@ -18,11 +24,12 @@ def _default_home() -> Path:
 
 
 def kafka_environment(bootstrap_servers: str, security: KafkaSecurity) -> dict[str, str]:
-    """The FRTWATCH_* variables that point a frtwatch process at this Kafka, as this client."""
+    """The FRTWATCH_* variables that point a frtwatch process at this Kafka, with the password
+    files beside ``security``'s: each of its clients connects as its role's principal."""
     env = {"FRTWATCH_KAFKA_BOOTSTRAP": bootstrap_servers, "FRTWATCH_KAFKA_SECURITY": security.protocol}
     if security.secure:
-        env |= {"FRTWATCH_KAFKA_USERNAME": security.username}
-        env |= {"FRTWATCH_KAFKA_PASSWORD_FILE": str(security.password_file)}  # the path, not the secret
+        assert security.password_file is not None
+        env |= {"FRTWATCH_KAFKA_KEYS_DIR": str(security.password_file.parent)}  # paths, not secrets
         if security.ca_file:
             env |= {"FRTWATCH_KAFKA_CA_FILE": str(security.ca_file)}
     return env
@@ -40,8 +47,10 @@ class Settings:
     brokers: int = 1  # 1, or 3 for replication 3 / min.insync.replicas 2
     kafka_bootstrap: str | None = None  # an external cluster instead of the local one
     kafka_protocol: str = PLAINTEXT_PROTOCOL  # or SASL_SSL: SCRAM users over TLS
-    kafka_username: str | None = None  # SASL user; default frtwatch's user of the local stack
-    kafka_password_file: Path | None = None  # default home/keys/kafka-frtwatch.password
+    kafka_username: str | None = None  # SASL user for every client; default each role's principal
+    kafka_password_file: Path | None = None  # default kafka_keys_dir/kafka-<user>.password
+    kafka_keys_dir: Path | None = None  # the principals' password files; default home/keys
+    kafka_role: Role | None = None  # this process's Kafka role (stream_processors.app: processor)
     kafka_ca_file: Path | None = None  # PEM CA of the brokers; default home/tls/kafka-ca.pem
     events_partitions: int = 6
     prometheus_port: int = 9090
@@ -80,6 +89,7 @@ class Settings:
             kafka_protocol=(env.get("FRTWATCH_KAFKA_SECURITY") or PLAINTEXT_PROTOCOL).upper(),
             kafka_username=env.get("FRTWATCH_KAFKA_USERNAME") or None,
             kafka_password_file=_path(env.get("FRTWATCH_KAFKA_PASSWORD_FILE")),
+            kafka_keys_dir=_path(env.get("FRTWATCH_KAFKA_KEYS_DIR")),
             kafka_ca_file=_path(env.get("FRTWATCH_KAFKA_CA_FILE")),
             events_partitions=int(env.get("FRTWATCH_EVENTS_PARTITIONS", 6)),
             prometheus_port=int(env.get("FRTWATCH_PROMETHEUS_PORT", 9090)),
@@ -109,7 +119,7 @@ class Settings:
             api_anonymous_burst=int(env.get("FRTWATCH_API_ANONYMOUS_BURST", 30)),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-        settings.kafka_security  # noqa: B018 - an unknown protocol is an error here, not later
+        settings.kafka_security_for(Role.DEVICE)  # an unknown protocol is an error here, not later
         if settings.brokers not in (1, 3):
             raise ValueError(f"brokers must be 1 or 3, not {settings.brokers}")
         if settings.events_partitions < 1:
@@ -124,13 +134,22 @@ class Settings:
 
     @property
     def kafka_security(self) -> KafkaSecurity:
-        """How every Kafka client of this process connects (FRTWATCH_KAFKA_SECURITY)."""
+        """How this process's Kafka clients connect: as its role's principal (``kafka_role``)."""
+        return self.kafka_security_for(self.kafka_role)
+
+    def kafka_security_for(self, role: Role | None) -> KafkaSecurity:
+        """How a client in ``role`` connects (FRTWATCH_KAFKA_SECURITY): with sasl_ssl, as the
+        role's principal unless FRTWATCH_KAFKA_USERNAME names another for every client."""
         if self.kafka_protocol == PLAINTEXT_PROTOCOL:
             return KafkaSecurity()
+        username = self.kafka_username or (role.principal if role else None)
+        if username is None:
+            raise KafkaSecurityError("a Kafka client over sasl_ssl needs a role or FRTWATCH_KAFKA_USERNAME")
+        keys = self.kafka_keys_dir or self.home / "keys"
         return KafkaSecurity(
             self.kafka_protocol,
-            self.kafka_username or CLIENT_USER,
-            self.kafka_password_file or self.home / "keys" / "kafka-frtwatch.password",
+            username,
+            self.kafka_password_file or keys / password_file_name(username),
             self.kafka_ca_file or self.home / "tls" / "kafka-ca.pem",
         )
 

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from frtwatch.config import Settings
+from frtwatch.kafka_security import Role
 from frtwatch.stack import LocalStack, StackError
 from frtwatch.stack.webhook import WebhookReceiver
 
@@ -50,8 +51,10 @@ def demo(
     token = pieces.grant_regulator(settings, run.operators)
 
     pages = _webhook()
-    outputs = pieces.Outputs(settings.bootstrap_servers, set(run.operators), settings.kafka_security)
-    sending = pieces.Sending(run.sim, settings.bootstrap_servers, settings.kafka_security)
+    outputs = pieces.Outputs(
+        settings.bootstrap_servers, set(run.operators), settings.kafka_security_for(Role.ADMIN)
+    )  # an operator's view of what the processor publishes
+    sending = pieces.Sending(run.sim, settings.bootstrap_servers, settings.kafka_security_for(Role.DEVICE))
     judged = pieces.Throughput()
     console.print(
         f"{len(run.operators)} operators, {run.sim.events:,} messages at {rate:,.0f}/s "

@@ -8,13 +8,33 @@ reach logs, `ps` or tracebacks.
 
 import ssl
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 PLAINTEXT_PROTOCOL = "PLAINTEXT"
 SASL_SSL = "SASL_SSL"
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
-CLIENT_USER = "frtwatch"  # the SCRAM user frtwatch's services connect as, unless told otherwise
+
+
+class Role(StrEnum):
+    """Who a Kafka client is, for the broker's ACLs (frtwatch.stack.kafka_acls): each role has a
+    SCRAM principal of its own, and a client asks for its role's."""
+
+    DEVICE = "device"  # devices and back offices: write frt.events.v1, nothing else
+    PROCESSOR = "processor"  # the router and the faust worker
+    AUDIT = "audit"  # the audit sink
+    API = "api"  # the regulators' API: its query records
+    ADMIN = "admin"  # creates topics, grants ACLs; operators' tools (tail, stack check, demo)
+
+    @property
+    def principal(self) -> str:
+        """The role's SCRAM user in the local stack and docker-compose."""
+        return f"frtwatch-{self.value}"
+
+
+def password_file_name(username: str) -> str:
+    return f"kafka-{username}.password"
 
 
 class KafkaSecurityError(ValueError):

@@ -38,6 +38,7 @@ from contracts import topics
 from contracts.records import Violation
 from contracts.timestamps import parse_timestamp
 from frtwatch.config import Settings
+from frtwatch.kafka_security import Role
 from stream_processors.admission import Gate, load_keys
 from stream_processors.alerts import AlertPusher
 from stream_processors.bundle import Bundle
@@ -61,7 +62,7 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-settings = Settings.from_env()
+settings = Settings.from_env(kafka_role=Role.PROCESSOR)  # every Kafka client here: the processor's
 # Worker-local scratch (the tables' state is in memory and in their changelog topics).
 _scratch = tempfile.mkdtemp(prefix="worker-", dir=_mkdir(settings.home / "processor"))
 atexit.register(shutil.rmtree, _scratch, ignore_errors=True)

@@ -4,6 +4,7 @@
 from dataclasses import dataclass
 
 from frtwatch.config import Settings
+from frtwatch.kafka_security import Role
 from frtwatch.stack import clickhouse
 from frtwatch.stack.kafka import KafkaCluster
 from frtwatch.stack.monitoring import Alertmanager, Prometheus
@@ -23,7 +24,7 @@ class LocalStack:
             home=s.home,
             broker_ports=tuple(s.kafka_port + 100 * i for i in range(s.brokers)),
             controller_ports=tuple(s.kafka_controller_port + 100 * i for i in range(s.brokers)),
-            security=s.kafka_security,
+            security=s.kafka_security_for(Role.ADMIN),  # the stack's own client
         )
 
     @property

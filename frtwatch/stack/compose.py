@@ -4,7 +4,7 @@ volume its broker and frtwatch's services share, written by `frtwatch stack kafk
 import os
 from pathlib import Path
 
-from frtwatch.kafka_security import scram_jaas
+from frtwatch.kafka_security import Role, scram_jaas
 from frtwatch.stack.kafka import new_cluster_id
 from frtwatch.stack.kafka_secrets import KafkaSecrets, write_private
 
@@ -12,8 +12,8 @@ from frtwatch.stack.kafka_secrets import KafkaSecrets, write_private
 def write_compose_secrets(directory: Path, hosts: tuple[str, ...], owner: int | None) -> KafkaSecrets:
     """The kafka-secrets volume of docker-compose's SASL/SCRAM option: besides the certificates
     and passwords, the broker's JAAS file, its storage-format arguments (the SCRAM users), a
-    cluster id, and client properties for Kafka's own scripts (the health check). ``owner``:
-    the uid the broker runs as (the apache/kafka image's is 1000)."""
+    cluster id, and the admin's client properties for Kafka's own scripts (the health check).
+    ``owner``: the uid the broker runs as (the apache/kafka image's is 1000)."""
     secrets = KafkaSecrets.in_directory(directory, hosts)
     secrets.ensure()
     broker = secrets.broker
@@ -21,7 +21,9 @@ def write_compose_secrets(directory: Path, hosts: tuple[str, ...], owner: int | 
     files = {
         "kafka-broker-jaas.conf": f"KafkaServer {{\n  {jaas}\n}};\n",
         "kafka-scram-users.args": "\n".join(secrets.scram_users()) + "\n",
-        "kafka-client.properties": "".join(f"{k}={v}\n" for k, v in secrets.client.java_properties().items()),
+        "kafka-admin.properties": "".join(
+            f"{k}={v}\n" for k, v in secrets.role(Role.ADMIN).java_properties().items()
+        ),
     }
     for name, text in files.items():
         write_private(directory / name, text)

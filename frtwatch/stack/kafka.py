@@ -2,9 +2,12 @@
 
 The jars are fetched once with Maven (deploy/kafka/pom.xml pins the version) into a cache
 outside the repo. One node for the laptop, three (replication 3, min.insync.replicas 2) for
-fault tests. With SASL/SCRAM over TLS (``security``), clients authenticate on a SASL_SSL
-listener, the brokers replicate over it as their own user, and the controller quorum accepts
-only the nodes' certificate (mutual TLS): no port takes an unauthenticated client.
+fault tests. With SASL/SCRAM over TLS (``security``, the admin's), clients authenticate on a
+SASL_SSL listener, the brokers replicate over it as their own user, and the controller quorum
+accepts only the nodes' certificate (mutual TLS): no port takes an unauthenticated client. The
+StandardAuthorizer then allows each role's principal only what its ACLs grant
+(frtwatch.stack.kafka_acls), applied by the admin once the brokers are up. Plaintext, the
+laptop's default, has no authorizer.
 """
 
 import base64
@@ -18,8 +21,9 @@ from pathlib import Path
 
 from contracts import topics
 from frtwatch import REPO_ROOT
-from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity, scram_jaas
-from frtwatch.stack.kafka_secrets import KafkaSecrets, write_private
+from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity, Role, scram_jaas
+from frtwatch.stack.kafka_acls import grant_roles, super_users
+from frtwatch.stack.kafka_secrets import NODE_NAME, KafkaSecrets, write_private
 from frtwatch.stack.process import ManagedProcess, StackError, free_ports, stop_all
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
@@ -101,7 +105,7 @@ class KafkaCluster:
     home: Path
     broker_ports: tuple[int, ...]
     controller_ports: tuple[int, ...]
-    security: KafkaSecurity = PLAINTEXT  # how frtwatch's clients connect
+    security: KafkaSecurity = PLAINTEXT  # how the stack's own client (the admin) connects
 
     @classmethod
     def on_free_ports(
@@ -172,6 +176,9 @@ class KafkaCluster:
                 broker.username, broker.password()
             ),
             "listener.name.controller.ssl.client.auth": "required",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": super_users(broker.username, NODE_NAME),
             "ssl.keystore.type": "PEM",
             "ssl.keystore.location": secrets.server_pem,
             "ssl.truststore.type": "PEM",
@@ -200,6 +207,12 @@ class KafkaCluster:
             self._check_security_of(index)
             node.start(java_command(libs, "kafka.Kafka", str(config)))
         self.wait_ready(timeout)
+        if self.security.secure:
+            self.grant_roles()
+
+    def grant_roles(self) -> int:
+        """Each role's principal its ACLs, granted by the admin (idempotent)."""
+        return grant_roles(self.bootstrap_servers, self.secrets.role(Role.ADMIN))
 
     def _format(self, libs: Path, index: int, config: Path, cluster_id: str) -> None:
         args = ["format", f"--cluster-id={cluster_id}", "-c", str(config)]
@@ -216,7 +229,7 @@ class KafkaCluster:
         if result.returncode != 0:
             output = result.stdout + result.stderr
             if self.security.secure:
-                for user in (self.security, self.secrets.broker):
+                for user in self.secrets.users:
                     output = output.replace(user.password(), "<password>")
             raise StackError(f"formatting kafka-{index + 1} storage failed:\n{output}")
         self._security_marker(index).write_text(self.security.protocol)
@@ -271,12 +284,13 @@ def create_contract_topics(
     events_partitions: int,
     replicas: int | None = None,
     security: KafkaSecurity = PLAINTEXT,
+    names: tuple[str, ...] | None = None,
 ) -> dict[str, int]:
     """Create the contract topics that are missing (idempotent), and frtwatch's own: the
     processor's lanes (a consumer subscribed before its topic exists may never read it), the
     accepted events and the query records; return name -> partitions. With 3 replicas,
     min.insync.replicas is 2 so acks=all survives one broker down. ``replicas`` defaults to the
-    cluster's size, at most 3."""
+    cluster's size, at most 3. ``names``: only these (those a role may see; the admin's: all)."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
@@ -288,6 +302,8 @@ def create_contract_topics(
         topics.ACCEPTED: events_partitions,
         topics.QUERIES: 1,
     }
+    if names is not None:
+        partitions = {name: count for name, count in partitions.items() if name in names}
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap_servers, client_id="frtwatch-stack", **security.kafka_python()
     )

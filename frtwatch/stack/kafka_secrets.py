@@ -3,8 +3,9 @@ for docker-compose in one volume (frtwatch.stack.compose).
 
 A CA of its own signs one certificate for 127.0.0.1 (and any host names given) that every node
 serves, to clients and to the other nodes (the controller quorum uses mutual TLS with it). The
-CA's key is not kept: nothing can be signed later. frtwatch's user and the brokers' own user get
-random passwords. Private keys and passwords are mode 0600.
+CA's key is not kept: nothing can be signed later. Each role's principal (frtwatch.kafka_security.
+Role) and the brokers' own user get random passwords, one file each. Private keys and passwords
+are mode 0600.
 """
 
 import ipaddress
@@ -19,60 +20,65 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from frtwatch.kafka_security import CLIENT_USER, SASL_SSL, KafkaSecurity
+from frtwatch.kafka_security import MECHANISMS, SASL_SSL, KafkaSecurity, Role, password_file_name
 
 BROKER_USER = "frtwatch-broker"  # the nodes' own user, for replication between brokers
 VALIDITY = timedelta(days=3650)
+NODE_NAME = "127.0.0.1"  # the certificate's common name: the nodes' principal on the controller port
 
 
 @dataclass(frozen=True)
 class KafkaSecrets:
-    client: KafkaSecurity  # frtwatch's user: its password file and the CA file clients trust
+    keys_dir: Path  # kafka-<user>.password of every principal
+    ca_file: Path  # the CA certificate clients trust
     server_pem: Path  # the nodes' private key, certificate and CA certificate (a PEM key store)
-    broker_password_file: Path
+    mechanism: str = MECHANISMS[0]
     hosts: tuple[str, ...] = ()  # DNS names of the brokers besides 127.0.0.1 and localhost
 
     @classmethod
     def of_home(cls, home: Path, client: KafkaSecurity) -> "KafkaSecrets":
-        """The local stack's layout: certificates in home/tls, passwords in home/keys."""
-        return cls(client, home / "tls" / "kafka-server.pem", home / "keys" / "kafka-broker.password")
+        """The local stack's layout: the passwords beside ``client``'s, the certificates in home/tls."""
+        assert client.password_file is not None and client.ca_file is not None
+        server_pem = home / "tls" / "kafka-server.pem"
+        return cls(client.password_file.parent, client.ca_file, server_pem, client.mechanism)
 
     @classmethod
     def in_directory(cls, directory: Path, hosts: tuple[str, ...] = ()) -> "KafkaSecrets":
         """Everything in one directory (docker-compose's kafka-secrets volume)."""
-        client = KafkaSecurity(
-            SASL_SSL, CLIENT_USER, directory / "kafka-frtwatch.password", directory / "kafka-ca.pem"
-        )
-        return cls(client, directory / "kafka-server.pem", directory / "kafka-broker.password", hosts)
+        return cls(directory, directory / "kafka-ca.pem", directory / "kafka-server.pem", hosts=hosts)
 
-    @property
-    def ca_file(self) -> Path:
-        assert self.client.ca_file is not None
-        return self.client.ca_file
+    def principal(self, username: str) -> KafkaSecurity:
+        return KafkaSecurity(
+            SASL_SSL, username, self.keys_dir / password_file_name(username), self.ca_file, self.mechanism
+        )
+
+    def role(self, role: Role) -> KafkaSecurity:
+        return self.principal(role.principal)
 
     @property
     def broker(self) -> KafkaSecurity:
-        client = self.client
-        return KafkaSecurity(
-            client.protocol, BROKER_USER, self.broker_password_file, self.ca_file, client.mechanism
-        )
+        return self.principal(BROKER_USER)
+
+    @property
+    def users(self) -> list[KafkaSecurity]:
+        """Every SCRAM user the brokers are formatted with: theirs and each role's."""
+        return [self.broker, *(self.role(role) for role in Role)]
 
     def scram_users(self) -> list[str]:
-        """kafka-storage format arguments that create frtwatch's and the brokers' SCRAM users."""
-        mechanism = self.client.mechanism
+        """kafka-storage format arguments that create the brokers' and the roles' SCRAM users."""
         return [
             arg
-            for user in (self.client, self.broker)
-            for arg in ("--add-scram", f"{mechanism}=[name={user.username},password={user.password()}]")
+            for user in self.users
+            for arg in ("--add-scram", f"{self.mechanism}=[name={user.username},password={user.password()}]")
         ]
 
     def ensure(self) -> None:
         if not (self.server_pem.exists() and self.ca_file.exists()):
             self._issue_certificates()
-        for password_file in (self.client.password_file, self.broker.password_file):
-            assert password_file is not None
-            if not password_file.exists():
-                write_private(password_file, secrets.token_urlsafe(24) + "\n")
+        for user in self.users:
+            assert user.password_file is not None
+            if not user.password_file.exists():
+                write_private(user.password_file, secrets.token_urlsafe(24) + "\n")
 
     def _issue_certificates(self) -> None:
         now = datetime.now(UTC)
@@ -85,7 +91,7 @@ class KafkaSecrets:
             .sign(ca_key, hashes.SHA256())
         )
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NODE_NAME)])
         dns_names = [x509.DNSName(host) for host in ("localhost", *self.hosts)]
         server = (
             _certificate(name, ca_name, key.public_key(), now)

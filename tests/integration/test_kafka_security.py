@@ -1,8 +1,10 @@
 """Kafka with SASL/SCRAM over TLS, the local stack's secure option, against the real broker:
-frtwatch's whole pipeline works through it, a client without valid credentials gets nothing,
-and no password reaches a log or a command line."""
+frtwatch's whole pipeline works through it with each service as its role's principal, each
+principal is refused outside its rights with nothing written, a client without valid
+credentials gets nothing, and no password reaches a log or a command line."""
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -16,15 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import (
+    ACLFilter,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    NewTopic,
+    ResourcePatternFilter,
+    ResourceType,
+)
+from kafka.errors import ClusterAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
 
 from contracts import decode_event, topics
 from frtwatch import REPO_ROOT
 from frtwatch.config import Settings, kafka_environment
-from frtwatch.kafka_security import SASL_SSL
+from frtwatch.kafka_security import SASL_SSL, KafkaSecurity, Role, password_file_name
 from frtwatch.stack.kafka import KafkaCluster, create_contract_topics, ensure_jars, java_command
+from frtwatch.stack.kafka_acls import GRANTS, acls, add_principal
 from frtwatch.stack.kafka_secrets import KafkaSecrets
 from frtwatch.stack.process import ManagedProcess, StackError, free_ports
 from producers.emitter import EventEmitter
@@ -45,21 +56,41 @@ from tests.integration.pipeline import (
 )
 
 REFUSAL_TIMEOUT_MS = 6000
+ANY_ACL = (  # an ACLFilter's operation, permission and resource: any
+    ACLOperation.ANY,
+    ACLPermissionType.ANY,
+    ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY),
+)
 
 
 @pytest.fixture(scope="module")
 def kafka_secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     """The local stack's Kafka as `FRTWATCH_KAFKA_SECURITY=sasl_ssl` makes it (same paths)."""
     home = tmp_path_factory.mktemp("kafka-secure")
-    security = Settings.from_env(home=home, kafka_protocol=SASL_SSL).kafka_security
-    yield from running_kafka(home, PARTITIONS, security=security)
+    yield from running_kafka(home, PARTITIONS, security=admin_of(home))
+
+
+def admin_of(home: Path) -> KafkaSecurity:
+    """The stack's own client: the admin, as `frtwatch stack up` connects."""
+    return Settings.from_env(home=home, kafka_protocol=SASL_SSL).kafka_security_for(Role.ADMIN)
 
 
 def passwords(kafka: KafkaCluster) -> list[str]:
-    secrets = kafka.secrets
-    found = [secrets.client.password(), secrets.broker.password()]
-    assert all(len(password) >= 24 for password in found)
+    found = [user.password() for user in kafka.secrets.users]
+    assert all(len(password) >= 24 for password in found) and len(set(found)) == len(found)
     return found
+
+
+def holding_only(kafka: KafkaCluster, role: Role, tmp_path: Path) -> KafkaCluster:
+    """The cluster as a service sees it that holds only its role's password file (in a keys
+    directory of its own): it can connect as that role's principal and no other."""
+    keys = tmp_path / f"kafka-keys-{role}"
+    keys.mkdir(mode=0o700)
+    own = kafka.secrets.role(role)
+    assert own.password_file is not None
+    password_file = keys / own.password_file.name
+    password_file.write_text(own.password())
+    return dataclasses.replace(kafka, security=dataclasses.replace(own, password_file=password_file))
 
 
 def test_the_pipeline_over_sasl_ssl_finds_the_ground_truth_and_logs_no_password(
@@ -67,13 +98,18 @@ def test_the_pipeline_over_sasl_ssl_finds_the_ground_truth_and_logs_no_password(
 ) -> None:
     fleet_keys(tmp_path, seed=31)
     keys = tmp_path / "keys.json"
+
+    # Each service holds only its role's password, so it connects as that principal or not at all.
     # The most talkative log level the worker has: whatever it logs, the passwords must not be in it.
-    worker = Worker(kafka_secure, tmp_path, keys, "worker", command=("process", "--loglevel", "debug"))
-    sink = Worker(kafka_secure, tmp_path, keys, "sink", command=("audit", "sink"))
+    processor, audit, devices = (
+        holding_only(kafka_secure, r, tmp_path) for r in (Role.PROCESSOR, Role.AUDIT, Role.DEVICE)
+    )
+    worker = Worker(processor, tmp_path, keys, "worker", command=("process", "--loglevel", "debug"))
+    sink = Worker(audit, tmp_path, keys, "sink", command=("audit", "sink"))
     sim = None
     try:
         wait_until_assigned([worker])
-        sim = simulate(kafka_secure, tmp_path, seed=31, events=3000, rate=300)
+        sim = simulate(devices, tmp_path, seed=31, events=3000, rate=300)
         assert sim.wait(timeout=120) == 0
         want, _ = expected(tmp_path)
         check(kafka_secure, tmp_path, wait_for_verdicts(kafka_secure, want))
@@ -107,34 +143,141 @@ def test_the_pipeline_over_sasl_ssl_finds_the_ground_truth_and_logs_no_password(
     assert all(password not in roundtrip.stdout + roundtrip.stderr for password in passwords(kafka_secure))
 
 
-def test_the_device_sdk_sends_over_sasl_ssl_with_the_same_options(kafka_secure: KafkaCluster) -> None:
-    topic = "sdk-over-sasl-ssl"  # not the events topic, which the pipeline test reads whole
-    security = kafka_secure.security.kafka_python()
-    admin = KafkaAdminClient(bootstrap_servers=kafka_secure.bootstrap_servers, **security)
-    try:
-        admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        admin.close()
-    delivered: list[str] = []
+def test_a_device_principal_the_admin_adds_sends_with_the_sdk_to_the_events_topic_only(
+    kafka_secure: KafkaCluster, tmp_path: Path
+) -> None:
+    """As the README adds a device: a SCRAM user of its own with the device role's rights. (After
+    the pipeline test, which reads the events topic whole.)"""
+    admin = kafka_secure.security
+    camera = KafkaSecurity(SASL_SSL, "cam-7", tmp_path / password_file_name("cam-7"), admin.ca_file)
+    camera.password_file.write_text("a password of cam-7's own, 24+ characters")  # type: ignore[union-attr]
+    add_principal(kafka_secure.bootstrap_servers, admin, "cam-7", Role.DEVICE, camera.password())
+    delivered: list[tuple[int, int]] = []  # (partition, offset)
     with EventEmitter(
         kafka_secure.bootstrap_servers,
         operator_id="op-secure",
-        device_id="cam-1",
-        topic=topic,
-        on_delivery=lambda event_id, position, error: delivered.append(event_id) if error is None else None,
-        **security,
+        device_id="cam-7",
+        on_delivery=lambda event_id, position, error: delivered.append(position) if error is None else None,
+        **camera.kafka_python(),
     ) as device:
         event_id = device.emit("recognition.performed", **RECOGNITION)
-    assert delivered == [event_id]
+    assert len(delivered) == 1
     consumer = consumer_of(kafka_secure, enable_auto_commit=False)
     try:
-        partition = TopicPartition(topic, 0)
+        partition = TopicPartition(topics.EVENTS, delivered[0][0])
         consumer.assign([partition])
-        consumer.seek_to_beginning(partition)
+        consumer.seek(partition, delivered[0][1])
         records = consumer.poll(timeout_ms=10_000).get(partition, [])
-        assert [decode_event(record.value).event_id for record in records] == [event_id]
+        assert decode_event(records[0].value).event_id == event_id
     finally:
         consumer.close()
+    assert_refused_to_write(kafka_secure, camera, topics.VIOLATIONS)
+
+
+def end_offsets(kafka: KafkaCluster, topic: str) -> dict[TopicPartition, int]:
+    consumer = consumer_of(kafka, enable_auto_commit=False)  # as the admin
+    try:
+        return consumer.end_offsets([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
+    finally:
+        consumer.close()
+
+
+def assert_refused_to_write(
+    kafka: KafkaCluster, who: KafkaSecurity, topic: str, refusal: str = "TopicAuthorizationFailed"
+) -> None:
+    """``who`` producing to ``topic`` is refused (TopicAuthorizationFailed), and nothing arrives."""
+    before = end_offsets(kafka, topic)
+    producer = KafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers, max_block_ms=REFUSAL_TIMEOUT_MS, **who.kafka_python()
+    )
+    try:
+        with pytest.raises(KafkaError, match=refusal):
+            producer.send(topic, key=b"forged", value=b"{}").get(timeout=REFUSAL_TIMEOUT_MS / 1000)
+    finally:
+        producer.close(timeout=1)
+    assert end_offsets(kafka, topic) == before, f"{who.username} wrote to {topic}"
+
+
+# What each principal must not write: a device, the records the sink logs as if the gate had
+# passed them; the API, verdicts; the processor, query records; the sink, anything.
+FORBIDDEN_WRITES = {
+    Role.DEVICE: (topics.ACCEPTED, topics.VIOLATIONS, topics.QUERIES, topics.DEADLETTER, topics.LANES),
+    Role.API: (topics.VIOLATIONS, topics.ACCEPTED, topics.EVENTS),
+    Role.PROCESSOR: (topics.QUERIES,),
+    Role.AUDIT: (topics.ACCEPTED, topics.VIOLATIONS, topics.QUERIES),
+}
+
+
+@pytest.mark.parametrize(
+    ("role", "topic"), [(role, topic) for role, forbidden in FORBIDDEN_WRITES.items() for topic in forbidden]
+)
+def test_a_principal_writing_outside_its_rights_is_refused_and_nothing_is_written(
+    kafka_secure: KafkaCluster, role: Role, topic: str
+) -> None:
+    # A principal that may write nowhere (the sink) is refused a producer id before any topic.
+    may_write = any(grant.operation == "WRITE" for grant in GRANTS[role])
+    refusal = "TopicAuthorizationFailed" if may_write else "ClusterAuthorizationFailed"
+    assert_refused_to_write(kafka_secure, kafka_secure.secrets.role(role), topic, refusal)
+
+
+# What each principal must not read: a device or the API, the verdicts and the queries.
+FORBIDDEN_READS = {
+    Role.DEVICE: (topics.VIOLATIONS, topics.QUERIES, topics.EVENTS),
+    Role.API: (topics.VIOLATIONS, topics.QUERIES),
+    Role.PROCESSOR: (topics.QUERIES,),
+}
+
+
+@pytest.mark.parametrize(
+    ("role", "topic"), [(role, topic) for role, forbidden in FORBIDDEN_READS.items() for topic in forbidden]
+)
+def test_a_principal_reading_outside_its_rights_is_refused(
+    kafka_secure: KafkaCluster, role: Role, topic: str
+) -> None:
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_secure.bootstrap_servers,
+        enable_auto_commit=False,
+        **kafka_secure.secrets.role(role).kafka_python(),
+    )
+    partition = TopicPartition(topic, 0)
+    producer = KafkaProducer(
+        bootstrap_servers=kafka_secure.bootstrap_servers, **kafka_secure.security.kafka_python()
+    )
+    try:
+        producer.send(topic, b"{}", partition=0).get(timeout=30)  # there is something to read
+    finally:
+        producer.close()
+    try:
+        consumer.assign([partition])
+        consumer.seek(partition, 0)
+        # A topic it may not even describe is refused at its offsets; one it may write, at the fetch.
+        with pytest.raises(TopicAuthorizationFailedError):
+            consumer.end_offsets([partition])
+            consumer.poll(timeout_ms=REFUSAL_TIMEOUT_MS)
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("role", [role for role in Role if role != Role.ADMIN])
+def test_only_the_admin_creates_topics_or_alters_acls(kafka_secure: KafkaCluster, role: Role) -> None:
+    servers = kafka_secure.bootstrap_servers
+    client = KafkaAdminClient(bootstrap_servers=servers, **kafka_secure.secrets.role(role).kafka_python())
+    # The right to do anything at all, which a principal able to alter ACLs could take.
+    everything = acls(role.principal, [*GRANTS[Role.PROCESSOR], *GRANTS[Role.AUDIT]])
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            client.create_topics([NewTopic(f"made-by-{role}", 1, 1)])
+        assert client.create_acls(everything)["failed"] == [ClusterAuthorizationFailedError] * len(everything)
+    finally:
+        client.close()
+    admin = KafkaAdminClient(bootstrap_servers=servers, **kafka_secure.security.kafka_python())
+    try:
+        assert f"made-by-{role}" not in admin.list_topics()
+        mine, _ = admin.describe_acls(ACLFilter(f"User:{role.principal}", None, *ANY_ACL))
+        assert set(mine) == set(acls(role.principal, GRANTS[role]))  # as granted, nothing more
+        admin.create_topics([NewTopic(f"made-by-the-admin-for-{role}", 1, 1)])  # the admin can
+    finally:
+        admin.close()
 
 
 def _command_lines_holding(secrets: list[str]) -> list[int]:
@@ -221,8 +364,7 @@ def test_a_client_without_valid_credentials_gets_nothing(
 
 @pytest.fixture
 def kafka_secure_three(tmp_path: Path) -> Iterator[KafkaCluster]:
-    security = Settings.from_env(home=tmp_path, kafka_protocol=SASL_SSL).kafka_security
-    yield from running_kafka(tmp_path / "kafka", PARTITIONS, brokers=3, security=security)
+    yield from running_kafka(tmp_path / "kafka", PARTITIONS, brokers=3, security=admin_of(tmp_path))
 
 
 ISR_WAIT_S = 60
@@ -262,8 +404,7 @@ def test_a_home_formatted_plaintext_will_not_start_with_sasl(tmp_path: Path) -> 
         plain.start(timeout=120)
     finally:
         plain.stop()
-    security = Settings.from_env(home=tmp_path, kafka_protocol=SASL_SSL).kafka_security
-    secure = KafkaCluster(tmp_path, plain.broker_ports, plain.controller_ports, security)
+    secure = KafkaCluster(tmp_path, plain.broker_ports, plain.controller_ports, admin_of(tmp_path))
     with pytest.raises(StackError, match=r"was made for PLAINTEXT, not SASL_SSL: use another FRTWATCH_HOME"):
         secure.start(timeout=30)
     assert secure.node(0).pid() is None
@@ -322,7 +463,8 @@ def test_the_compose_brokers_config_serves_frtwatch_and_refuses_strangers(tmp_pa
     broker = ManagedProcess("compose-kafka", tmp_path)
     broker.start(java_command(libs, "kafka.Kafka", str(properties), jvm_options=(jaas,)))
     try:
-        host_client = KafkaSecrets.in_directory(secrets_dir).client  # what a host client copies out
+        compose_secrets = KafkaSecrets.in_directory(secrets_dir)
+        host_client = compose_secrets.role(Role.ADMIN)  # what a host client copies out
         external = f"127.0.0.1:{ports['9092']}"
 
         def serving() -> bool:
@@ -338,7 +480,7 @@ def test_the_compose_brokers_config_serves_frtwatch_and_refuses_strangers(tmp_pa
             "--bootstrap-server",
             f"127.0.0.1:{ports['29092']}",
             "--command-config",
-            str(secrets_dir / "kafka-client.properties"),
+            str(secrets_dir / "kafka-admin.properties"),
         )
         checked = subprocess.run(health, capture_output=True, text=True, timeout=120)
         assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -347,7 +489,7 @@ def test_the_compose_brokers_config_serves_frtwatch_and_refuses_strangers(tmp_pa
                 bootstrap_servers=external, bootstrap_timeout_ms=REFUSAL_TIMEOUT_MS
             ).list_topics()
         log = broker.log_path.read_text()
-        for password in (host_client.password(), KafkaSecrets.in_directory(secrets_dir).broker.password()):
+        for password in (user.password() for user in compose_secrets.users):
             assert password not in log + checked.stdout + checked.stderr
     finally:
         broker.stop()
