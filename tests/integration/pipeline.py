@@ -57,7 +57,8 @@ class Worker:
             "FRTWATCH_HOME": str(home),
             **kafka_environment(kafka.bootstrap_servers, kafka.security),
             "FRTWATCH_EVENTS_PARTITIONS": str(PARTITIONS),
-            "FRTWATCH_KEYS_FILE": str(keys),
+            "FRTWATCH_KEYS_FILE": str(keys),  # the fleet's key registry: signatures required
+            "FRTWATCH_UNSIGNED_OPERATORS": "",  # of every operator
             "FRTWATCH_ALERTMANAGER_URL": "",  # no alerts pushed unless a test asks
             "FRTWATCH_PROCESSOR_METRICS_PORT": "0",  # nor metrics served (ports would collide)
             "FRTWATCH_AUDIT_METRICS_PORT": "0",

@@ -4,16 +4,21 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from contracts import ContractError, decode_event, topics, verify
+from contracts.keyring import Keyring, read_device_key
 from frtwatch.stack.kafka import KafkaCluster
 from producers.emitter import EventEmitter
 from producers.sender import BufferFullError
+from stream_processors.admission import Gate
 from tests.integration.pipeline import RECOGNITION
 
 KEY = b"cam-7-device-key-0123456789abcdef"
@@ -51,10 +56,9 @@ def emitter(
         operator_id="op-sdk",
         site_id="site-1",
         device_id="cam-7",
-        key=KEY,
         seq_file=seq_file,
         on_delivery=on_delivery,
-        **options,
+        **{"key": KEY, **options},
     )  # type: ignore[arg-type]
 
 
@@ -75,6 +79,28 @@ def test_signed_events_arrive_verified_and_seq_survives_a_restart(
     assert all(verify(values[event_id], KEY) for event_id in ids)
     assert not verify(values[ids[0]], b"some other key")
     assert {json.loads(values[i])["device_id"] for i in ids} == {"cam-7"}
+
+
+@pytest.mark.parametrize("scheme", ["hmac-sha256", "ed25519"])
+def test_a_device_enrolled_in_the_registry_signs_what_the_gate_admits(
+    kafka: KafkaCluster, tmp_path: Path, scheme: str
+) -> None:
+    """Enrolled by `frtwatch keys enrol`, the device signs with the key file it was given; what
+    reaches the broker passes the gate with the registry, and only as its own operator's."""
+    registry, key_file = tmp_path / "registry.json", tmp_path / "cam-7.key"
+    enrol = [sys.executable, "-m", "frtwatch", "keys", "enrol", "--operator", "op-sdk", "--device", "cam-7"]
+    enrol += ["--scheme", scheme, "--key-out", str(key_file), "--registry", str(registry)]
+    assert subprocess.run(enrol, capture_output=True, timeout=60).returncode == 0
+    delivered: dict[str, tuple[int, int]] = {}
+    with emitter(kafka, tmp_path / "seq", delivered, key=read_device_key(key_file)) as device:
+        ids = [device.emit("recognition.performed", **RECOGNITION) for _ in range(3)]
+    values = read(kafka, delivered)
+    gate = Gate(Keyring.load(registry))
+    assert all(gate.admit(values[event_id]).event is not None for event_id in ids)
+    assert {len(json.loads(values[i])["sig"]) for i in ids} == {128 if scheme == "ed25519" else 64}
+    claimed = json.loads(values[ids[0]]) | {"operator_id": "op-other", "event_id": str(uuid.uuid4())}
+    (refused,) = Gate(Keyring.load(registry)).admit(json.dumps(claimed).encode()).problems
+    assert refused.reason == "key_not_bound"
 
 
 def test_an_invalid_event_is_refused_before_sending(kafka: KafkaCluster, tmp_path: Path) -> None:
