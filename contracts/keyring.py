@@ -22,6 +22,7 @@ trusting frtwatch).
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import stat
@@ -38,6 +39,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from contracts.codec import SigningKey, VerifyingKey
 from contracts.timestamps import format_timestamp, parse_timestamp
+
+log = logging.getLogger("frtwatch.keyring")
 
 FORMAT = "frtwatch-keyring/1"
 HMAC_SHA256 = "hmac-sha256"
@@ -253,6 +256,8 @@ class KeyringFile:
                 if stamp != self._stamp:
                     self._keyring, self._stamp, self.error = Keyring.load(self.path), stamp, None
             except (OSError, KeyringError) as error:
+                if self.error != str(error):
+                    log.error("key registry %s not read again, the last good one stays: %s", self.path, error)
                 self.error = str(error)
         return self._keyring
 
