@@ -214,12 +214,27 @@ class StoredTree:
         nodes = self._nodes(high) if high else {}
         if len(nodes) < len(high):
             raise LookupError(f"stored nodes missing: {sorted(set(high) - set(nodes))[:5]}")
-        leaves = self._leaves(blocks) if blocks else {}
+        below = _block_levels(self._leaves(blocks)) if blocks else {}
         for height, index in parts:
             if height < STORED_HEIGHT:
-                first = index << height
-                nodes[height, index] = root([leaves[seq] for seq in range(first, first + (1 << height))])
+                block = (index << height) >> STORED_HEIGHT
+                nodes[height, index] = below[block][height][index - (block << (STORED_HEIGHT - height))]
         return {span: _fold([nodes[part] for part in listed]) for span, listed in wanted.items()}
+
+
+def _block_levels(leaves: dict[int, bytes]) -> dict[int, list[list[bytes]]]:
+    """Each block's levels below STORED_HEIGHT, built once however many proofs pass through it
+    (a partial last block: the perfect subtrees it holds)."""
+    found: dict[int, list[list[bytes]]] = {}
+    for block in {seq >> STORED_HEIGHT for seq in leaves}:
+        first = block << STORED_HEIGHT
+        level = [leaves[seq] for seq in range(first, first + (1 << STORED_HEIGHT)) if seq in leaves]
+        levels = [level]
+        while len(level) > 1:
+            level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+            levels.append(level)
+        found[block] = levels
+    return found
 
 
 class Frontier:
