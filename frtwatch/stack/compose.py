@@ -1,5 +1,7 @@
 """docker-compose's Kafka with SASL/SCRAM over TLS (docker-compose.sasl-ssl.yml): the secrets
-volume its broker and frtwatch's services share, written by `frtwatch stack kafka-secrets`."""
+volume its broker and frtwatch's services share, written by `frtwatch stack kafka-secrets`.
+Each service mounts one folder of it, clients/<role>: its role's password and the CA, so it can
+connect as that role's principal and no other."""
 
 import os
 from pathlib import Path
@@ -27,6 +29,12 @@ def write_compose_secrets(directory: Path, hosts: tuple[str, ...], owner: int | 
     }
     for name, text in files.items():
         write_private(directory / name, text)
+    for role in Role:
+        client = secrets.role(role)
+        assert client.password_file is not None
+        folder = client_folder(directory, role)
+        write_private(folder / client.password_file.name, client.password())
+        (folder / secrets.ca_file.name).write_bytes(secrets.ca_file.read_bytes())
     cluster_id = directory / "kafka-cluster-id"
     if not cluster_id.exists():
         cluster_id.write_text(new_cluster_id() + "\n")
@@ -34,3 +42,7 @@ def write_compose_secrets(directory: Path, hosts: tuple[str, ...], owner: int | 
         for path in directory.iterdir():
             os.chown(path, owner, -1)
     return secrets
+
+
+def client_folder(directory: Path, role: Role) -> Path:
+    return directory / "clients" / role.value

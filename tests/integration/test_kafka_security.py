@@ -34,7 +34,7 @@ from contracts import decode_event, topics
 from frtwatch import REPO_ROOT
 from frtwatch.config import Settings, kafka_environment
 from frtwatch.kafka_security import SASL_SSL, KafkaSecurity, Role, password_file_name
-from frtwatch.stack.kafka import KafkaCluster, create_contract_topics, ensure_jars, java_command
+from frtwatch.stack.kafka import KafkaCluster, ensure_jars, java_command
 from frtwatch.stack.kafka_acls import GRANTS, acls, add_principal
 from frtwatch.stack.kafka_secrets import KafkaSecrets
 from frtwatch.stack.process import ManagedProcess, StackError, free_ports
@@ -464,15 +464,49 @@ def test_the_compose_brokers_config_serves_frtwatch_and_refuses_strangers(tmp_pa
     broker.start(java_command(libs, "kafka.Kafka", str(properties), jvm_options=(jaas,)))
     try:
         compose_secrets = KafkaSecrets.in_directory(secrets_dir)
-        host_client = compose_secrets.role(Role.ADMIN)  # what a host client copies out
         external = f"127.0.0.1:{ports['9092']}"
 
         def serving() -> bool:
             with contextlib.suppress(KafkaError):
-                return bool(create_contract_topics(external, PARTITIONS, 1, host_client))
+                admin = KafkaAdminClient(
+                    bootstrap_servers=external, **compose_secrets.role(Role.ADMIN).kafka_python()
+                )
+                admin.close()
+                return True
             return False
 
         broker.wait_until(serving, 90, "serving SASL_SSL clients")
+
+        # frtwatch-topics, with the admin's folder of the volume as its keys.
+        def client_env(role: Role) -> dict[str, str]:
+            folder = secrets_dir / "clients" / role
+            return {
+                "FRTWATCH_KAFKA_BOOTSTRAP": external,
+                "FRTWATCH_KAFKA_SECURITY": "sasl_ssl",
+                "FRTWATCH_KAFKA_KEYS_DIR": str(folder),
+                "FRTWATCH_KAFKA_CA_FILE": str(folder / "kafka-ca.pem"),
+            }
+
+        topics_made = subprocess.run(
+            [sys.executable, "-m", "frtwatch", "stack", "topics", "--partitions", str(PARTITIONS)],
+            env={**os.environ, "FRTWATCH_HOME": str(tmp_path), **client_env(Role.ADMIN)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert topics_made.returncode == 0, topics_made.stdout + topics_made.stderr
+        assert "ACLs granted to the roles' principals" in topics_made.stdout
+        # A device, with its folder of the volume, may write the events and nothing else.
+        compose_kafka = KafkaCluster(
+            tmp_path, (int(ports["9092"]),), (int(ports["9093"]),), compose_secrets.role(Role.ADMIN)
+        )
+        device = KafkaSecrets.in_directory(secrets_dir / "clients" / "device").role(Role.DEVICE)
+        producer = KafkaProducer(bootstrap_servers=external, **device.kafka_python())
+        try:
+            producer.send(topics.EVENTS, b"{}").get(timeout=30)
+        finally:
+            producer.close()
+        assert_refused_to_write(compose_kafka, device, topics.ACCEPTED)
         # The compose health check: Kafka's own tool on the internal listener, with the client file.
         health = java_command(
             libs,

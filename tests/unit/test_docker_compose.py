@@ -10,6 +10,10 @@ from typing import Any
 import yaml
 
 from frtwatch import REPO_ROOT
+from frtwatch.kafka_security import Role, password_file_name
+from frtwatch.stack.compose import write_compose_secrets
+from frtwatch.stack.kafka_acls import super_users
+from frtwatch.stack.kafka_secrets import BROKER_USER, NODE_NAME
 
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
@@ -83,15 +87,45 @@ def test_the_sasl_ssl_override_secures_every_kafka_client_of_the_stack() -> None
     for name in kafka_clients:
         environment = services[name]["environment"]
         assert environment["FRTWATCH_KAFKA_SECURITY"] == "sasl_ssl", name
-        secrets_mount = next(v for v in services[name]["volumes"] if v.startswith("kafka-secrets:"))
-        mounted_at = secrets_mount.split(":")[1]
-        assert environment["FRTWATCH_KAFKA_PASSWORD_FILE"].startswith(mounted_at + "/"), name
-        assert environment["FRTWATCH_KAFKA_CA_FILE"].startswith(mounted_at + "/"), name
-        assert secrets_mount.endswith(":ro"), name
+        assert "FRTWATCH_KAFKA_USERNAME" not in environment, name  # each connects as its role
+        (mount,) = [v for v in services[name]["volumes"] if v["source"] == "kafka-secrets"]
+        assert mount["read_only"] and environment["FRTWATCH_KAFKA_KEYS_DIR"] == mount["target"], name
+        assert environment["FRTWATCH_KAFKA_CA_FILE"] == mount["target"] + "/kafka-ca.pem", name
     broker = services["kafka"]
     assert "--command-config" in broker["healthcheck"]["test"][1]
     assert broker["depends_on"]["kafka-secrets"]["condition"] == "service_completed_successfully"
     assert "kafka-secrets" in SASL["volumes"]
+
+
+# The role each service's command connects as (frtwatch/cli.py, api_cli.py, audit_cli.py).
+ROLE_OF_COMMAND = {
+    ("stack", "topics"): Role.ADMIN,
+    ("events", "tail"): Role.ADMIN,
+    ("process",): Role.PROCESSOR,
+    ("audit", "sink"): Role.AUDIT,
+    ("api", "serve"): Role.API,
+}
+
+
+def test_each_sasl_ssl_service_holds_only_its_roles_password(tmp_path: Path) -> None:
+    """A service mounts its role's folder of the secrets volume, which holds that role's
+    password and the CA, as `frtwatch stack kafka-secrets` writes them."""
+    volume = tmp_path / "kafka-secrets"
+    write_compose_secrets(volume, ("kafka",), owner=None)
+    for name, override in SASL["services"].items():
+        if not name.startswith("frtwatch-"):
+            continue
+        argv = SERVICES[name]["command"]
+        (role,) = [
+            role for command, role in ROLE_OF_COMMAND.items() if tuple(argv[1:][: len(command)]) == command
+        ]
+        (mount,) = override["volumes"]
+        assert mount["volume"]["subpath"] == f"clients/{role}", name
+        folder = volume / mount["volume"]["subpath"]
+        assert sorted(path.name for path in folder.iterdir()) == sorted(
+            ["kafka-ca.pem", password_file_name(role.principal)]
+        ), name
+        assert (folder / password_file_name(role.principal)).stat().st_mode & 0o077 == 0
 
 
 def test_the_sasl_ssl_brokers_files_are_in_the_repo_and_speak_only_tls() -> None:
@@ -111,6 +145,10 @@ def test_the_sasl_ssl_brokers_files_are_in_the_repo_and_speak_only_tls() -> None
     assert set(protocols.values()) <= {"SASL_SSL", "SSL"}
     assert protocols[properties["controller.listener.names"]] == "SSL"
     assert properties["listener.name.controller.ssl.client.auth"] == "required"
+    # Least privilege: no ACL, no access; super users as the local stack has them.
+    assert properties["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert properties["allow.everyone.if.no.acl.found"] == "false"
+    assert properties["super.users"] == super_users(BROKER_USER, NODE_NAME)
     # The base file's ports and the override's broker agree: clients on kafka:29092 and host :9092.
     assert "INTERNAL://kafka:29092" in properties["advertised.listeners"]
     assert "EXTERNAL://127.0.0.1:9092" in properties["advertised.listeners"]
