@@ -209,6 +209,28 @@ def stack_kafka_secrets(
     )
 
 
+@stack_app.command("kafka-user")
+def stack_kafka_user(
+    name: Annotated[str, typer.Argument(help="The SCRAM user: one device or back office, say.")],
+    password_file: Annotated[
+        Path, typer.Option(help="Its password, in a file (written, random and 0600, if missing).")
+    ],
+    role: Annotated[Role, typer.Option(help="The role whose rights it gets.")] = Role.DEVICE,
+) -> None:
+    """Add a Kafka principal with a role's rights (sasl_ssl), as the admin; again: a new password."""
+    import secrets
+
+    from frtwatch.stack.kafka_acls import add_principal
+    from frtwatch.stack.kafka_secrets import write_private
+
+    settings = _settings()
+    if not password_file.exists():
+        write_private(password_file, secrets.token_urlsafe(24) + "\n")
+    password = password_file.read_text().strip()
+    add_principal(settings.bootstrap_servers, settings.kafka_security_for(Role.ADMIN), name, role, password)
+    console.print(f"Kafka user {name} has the {role} role's rights; its password is in {password_file}")
+
+
 @stack_app.command("fetch")
 def stack_fetch() -> None:
     """Fetch the pinned Kafka jars from Maven Central into the cache (once)."""

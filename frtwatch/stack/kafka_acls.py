@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts import topics
-from frtwatch.kafka_security import KafkaSecurity, Role
+from frtwatch.kafka_security import KafkaSecurity, KafkaSecurityError, Role
 
 # The processor's faust app id (stream_processors.app): its consumer group, and the prefix of
 # the topics faust makes for it (table changelogs, the leader assignor's topic).
@@ -114,6 +114,11 @@ def add_principal(
     """A SCRAM user of its own (created or its password replaced) with ``role``'s rights: one
     per device or back office, say."""
     from kafka.admin import UserScramCredentialUpsertion
+
+    if role == Role.ADMIN:
+        raise KafkaSecurityError(
+            f"{Role.ADMIN.principal} is the admin by name (super.users): no ACL makes another"
+        )
 
     upsert = UserScramCredentialUpsertion(username, admin.mechanism, password)
 

@@ -35,7 +35,7 @@ from frtwatch import REPO_ROOT
 from frtwatch.config import Settings, kafka_environment
 from frtwatch.kafka_security import SASL_SSL, KafkaSecurity, Role, password_file_name
 from frtwatch.stack.kafka import KafkaCluster, ensure_jars, java_command
-from frtwatch.stack.kafka_acls import GRANTS, acls, add_principal
+from frtwatch.stack.kafka_acls import GRANTS, acls
 from frtwatch.stack.kafka_secrets import KafkaSecrets
 from frtwatch.stack.process import ManagedProcess, StackError, free_ports
 from producers.emitter import EventEmitter
@@ -150,8 +150,28 @@ def test_a_device_principal_the_admin_adds_sends_with_the_sdk_to_the_events_topi
     the pipeline test, which reads the events topic whole.)"""
     admin = kafka_secure.security
     camera = KafkaSecurity(SASL_SSL, "cam-7", tmp_path / password_file_name("cam-7"), admin.ca_file)
-    camera.password_file.write_text("a password of cam-7's own, 24+ characters")  # type: ignore[union-attr]
-    add_principal(kafka_secure.bootstrap_servers, admin, "cam-7", Role.DEVICE, camera.password())
+    added = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "frtwatch",
+            "stack",
+            "kafka-user",
+            "cam-7",
+            "--password-file",
+            str(camera.password_file),
+        ],
+        env={
+            **os.environ,
+            "FRTWATCH_HOME": str(tmp_path),
+            **kafka_environment(kafka_secure.bootstrap_servers, admin),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert camera.password() not in added.stdout + added.stderr
     delivered: list[tuple[int, int]] = []  # (partition, offset)
     with EventEmitter(
         kafka_secure.bootstrap_servers,
