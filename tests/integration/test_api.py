@@ -449,7 +449,8 @@ def serving_log(kafka_alone: KafkaCluster, tmp_path: Path, **options: Any) -> It
     query_log = QueryLog(kafka_alone.bootstrap_servers)
     (port,) = free_ports(1)
     statements = StatementSigner.prepare(signer, statement_key_path(tmp_path / "audit.key"))
-    app = create_app(Service(store, AccessFile(access), query_log, statements, **options))
+    service = Service(store, AccessFile(access), query_log, statements, **options)
+    app = create_app(service)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     server_thread = threading.Thread(target=server.run, daemon=True)
     server_thread.start()
@@ -466,6 +467,8 @@ def serving_log(kafka_alone: KafkaCluster, tmp_path: Path, **options: Any) -> It
         stopping.set()
         sink_thread.join(timeout=60)
         query_log.close()
+        while not service.idle.empty():  # the readers' connections: chDB opens one folder at a time
+            service.idle.get_nowait().close()
         store.close()
         sink_store.close()
 
@@ -642,10 +645,11 @@ def test_query_records_are_read_by_who_asked_and_by_auditors_only(revised_log: R
     assert records[ids["anonymous"]]["principal"] == {"name": None, "role": "anonymous"}
 
     # An operator reads its own query records, of one kind or of all kinds, and no one else's.
-    for params in ({"kind": "query"}, {}, {"operator_id": "op-000"}):
+    for params in ({"kind": "query"}, {}):
         mine = exported_queries(log, "op-000", **params)
         assert {r["principal"]["name"] for r in mine} == {"op-000"}, params
         assert ids["op-000"] in {r["request_id"] for r in mine}
+    assert exported_queries(log, "op-000", operator_id="op-000") == []  # a query is no operator's row
     assert {r["principal"]["name"] for r in exported_queries(log, "reg-north", kind="query")} == {"reg-north"}
 
     # The auditor reads every query record, anonymous ones too, and no operator's rows.
