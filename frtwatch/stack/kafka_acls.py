@@ -60,7 +60,7 @@ GRANTS: dict[Role, list[Grant]] = {
     Role.ADMIN: [],  # a super user
 }
 
-# The topics a role's process makes sure exist before it starts (`frtwatch process`).
+# The topics `frtwatch process` makes sure exist before it starts: those it may see.
 PROCESSOR_TOPICS = (topics.EVENTS, topics.VIOLATIONS, topics.DEADLETTER, topics.LANES, topics.ACCEPTED)
 
 
