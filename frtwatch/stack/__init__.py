@@ -65,9 +65,10 @@ class LocalStack:
             summary["kafka"] = f"{kafka.bootstrap_servers}, {kafka.size} broker(s); topics {topics}"
             if kafka.security.secure:
                 security = kafka.security
+                assert security.password_file is not None
                 summary["kafka security"] = (
-                    f"SASL_SSL ({security.mechanism}), user {security.username}, password in "
-                    f"{security.password_file}, CA {security.ca_file}"
+                    f"SASL_SSL ({security.mechanism}) with ACLs, a principal per role, passwords in "
+                    f"{security.password_file.parent}, CA {security.ca_file}"
                 )
         if monitoring:
             self.alertmanager.start()
