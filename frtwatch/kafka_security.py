@@ -68,7 +68,7 @@ class KafkaSecurity:
         except FileNotFoundError:
             raise KafkaSecurityError(
                 f"no Kafka password file at {self.password_file} (a local stack writes it on "
-                "`frtwatch stack up`; for another cluster set FRTWATCH_KAFKA_PASSWORD_FILE)"
+                "`frtwatch stack up`; for another cluster set FRTWATCH_KAFKA_KEYS_DIR)"
             ) from None
 
     def ssl_context(self) -> ssl.SSLContext:
