@@ -264,7 +264,9 @@ def test_a_principal_reading_outside_its_rights_is_refused(
         bootstrap_servers=kafka_secure.bootstrap_servers, **kafka_secure.security.kafka_python()
     )
     try:
-        producer.send(topic, b"{}", partition=0).get(timeout=30)  # there is something to read
+        producer.send(topic, b"{}", partition=0).get(
+            timeout=30
+        )  # something to read (after the pipeline test: it reads these topics whole)
     finally:
         producer.close()
     try:
