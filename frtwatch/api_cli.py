@@ -55,6 +55,7 @@ def api_serve(
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with_sink = settings.clickhouse_url is None if sink is None else sink
+    console.print(f"audit log: {describe(settings.clickhouse_dsn)}")  # never its password
     try:
         access = AccessFile(settings.api_access)
         statement_key = statement_key_path(settings.audit_key_file)
@@ -105,8 +106,7 @@ def api_serve(
                       "`frtwatch api token` makes one")  # fmt: skip
     api_port = port or settings.api_port
     console.print(
-        f"regulators' API on http://{host}:{api_port} (docs at /docs); audit log "
-        + describe(settings.clickhouse_dsn)
+        f"regulators' API on http://{host}:{api_port} (docs at /docs)"
         + ("; audit sink in this process" if with_sink else "")
     )
     try:

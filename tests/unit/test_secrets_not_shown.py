@@ -46,9 +46,10 @@ def frtwatch(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
     )
 
 
-@pytest.mark.parametrize("command", [("stack", "status"), ("audit", "sink")])
+@pytest.mark.parametrize("command", [("stack", "status"), ("audit", "sink"), ("api", "serve")])
 def test_the_clickhouse_password_is_not_printed(tmp_path: Path, command: tuple[str, ...]) -> None:
-    """`audit sink` says where it writes before it connects (here it cannot: nothing listens)."""
+    """`audit sink` and `api serve` say where the log is before they open it (here they cannot:
+    nothing listens, and the API apart from the sink finds no statement key)."""
     run = frtwatch(tmp_path, *command, FRTWATCH_CLICKHOUSE_URL=URL)
     printed = run.stdout + run.stderr
     assert "frtwatch:***@127.0.0.1:1" in printed, printed[-3000:]
