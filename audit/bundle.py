@@ -13,6 +13,7 @@ import base64
 import hashlib
 import io
 import json
+from binascii import b2a_base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
@@ -60,7 +61,8 @@ class BundleWriter:
     def add(self, seq: int, body: str, proof: list[bytes]) -> None:
         """The next entry, in seq order, with its inclusion proof in the checkpoint's tree."""
         self._digest.update(seq.to_bytes(8, "big") + leaf_hash(body.encode()))
-        item = {"seq": seq, "body": body, "proof": [base64.b64encode(node).decode() for node in proof]}
+        encoded = [b2a_base64(node, newline=False).decode() for node in proof]
+        item = {"seq": seq, "body": body, "proof": encoded}
         self._out.write((b", " if self.count else b"") + json.dumps(item).encode())
         self.count += 1
 

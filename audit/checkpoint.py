@@ -128,8 +128,9 @@ ENDORSEMENT = "frtwatch.audit.statement-key.v1"
 
 
 def statement_key_path(log_key: Path) -> Path:
-    """Where the statement key lives, beside the log's key; its endorsement beside it."""
-    return log_key.with_name(log_key.name + ".statements")
+    """Where the statement key lives: a folder of its own under the log key's, which the API
+    can be given alone (docker-compose mounts only it); its endorsement beside it."""
+    return log_key.parent / "statements" / "statement-ed25519.key"
 
 
 @dataclass(frozen=True)

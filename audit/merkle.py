@@ -19,9 +19,10 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
-# The log stores the roots of its perfect subtrees of 2**8 leaves and more (audit_nodes): any
-# subtree's root is then a few stored nodes and at most 256 leaves away.
-STORED_HEIGHT = 8
+# The log stores the roots of its perfect subtrees of 2**6 leaves and more (audit_nodes, about
+# one row per 32 leaves): any subtree's root is then a few stored nodes and at most 64 leaves
+# away, so a proof costs O(log n) nodes and one block of 64 leaves.
+STORED_HEIGHT = 6
 Span = tuple[int, int]  # the subtree over leaves [start, end)
 
 
@@ -182,13 +183,13 @@ def _fold(parts: Sequence[bytes]) -> bytes:
 
 
 NodeFetch = Callable[[Collection[tuple[int, int]]], dict[tuple[int, int], bytes]]
-LeafFetch = Callable[[Collection[int]], dict[int, bytes]]  # blocks of 256 -> {seq: leaf}
+LeafFetch = Callable[[Collection[int]], dict[int, bytes]]  # blocks of 2**STORED_HEIGHT -> {seq: leaf}
 
 
 class StoredTree:
     """The log's tree of ``size`` leaves (any size up to the log's) read from its stored nodes:
-    each proof costs O(log n) stored nodes and at most 256 leaves per level below
-    STORED_HEIGHT, fetched once for a whole batch of proofs."""
+    each proof costs O(log n) stored nodes and one block of 2**STORED_HEIGHT leaves, fetched
+    once for a whole batch of proofs."""
 
     def __init__(self, size: int, nodes: NodeFetch, leaves: LeafFetch) -> None:
         self.size, self._nodes, self._leaves = size, nodes, leaves
@@ -207,7 +208,7 @@ class StoredTree:
         return [found[span] for span in spans]
 
     def roots(self, spans: Iterable[Span]) -> dict[Span, bytes]:
-        wanted = {span: perfect_parts(span) for span in spans}
+        wanted = {span: perfect_parts(span) for span in set(spans)}
         parts = {part for listed in wanted.values() for part in listed}
         high = [p for p in parts if p[0] >= STORED_HEIGHT]
         blocks = {(index << height) >> STORED_HEIGHT for height, index in parts if height < STORED_HEIGHT}

@@ -131,7 +131,7 @@ class Store:
         return found
 
     def all_nodes(self) -> Iterator[tuple[int, int, bytes]]:
-        """Every stored node, in (height, index) order (about 2 per 256 leaves)."""
+        """Every stored node, in (height, index) order (about one per 32 leaves)."""
         rows = self.client.query(
             f"SELECT DISTINCT height, idx, hash FROM {self.db}.audit_nodes ORDER BY height, idx"
         ).result_rows

@@ -88,7 +88,8 @@ def test_the_levelled_tree_gives_the_same_roots_and_proofs() -> None:
 
 # -- proofs from stored nodes ------------------------------------------------------------------
 
-LOG = [leaf_hash(f"entry {i}".encode()) for i in range(5 * 256 + 37)]  # nodes of heights 8 to 10
+LOG = [leaf_hash(f"entry {i}".encode()) for i in range(5 * 256 + 37)]  # stored nodes up to height 10
+BLOCK = 1 << STORED_HEIGHT
 
 
 def stored_log(batches: list[int]) -> tuple[Frontier, dict[tuple[int, int], bytes]]:
@@ -104,14 +105,14 @@ def stored_log(batches: list[int]) -> tuple[Frontier, dict[tuple[int, int], byte
 
 def stored_tree(size: int, stored: dict[tuple[int, int], bytes]) -> StoredTree:
     def leaves(blocks: Collection[int]) -> dict[int, bytes]:
-        return {s: LOG[s] for b in blocks for s in range(b * 256, min(len(LOG), (b + 1) * 256))}
+        return {s: LOG[s] for b in blocks for s in range(b * BLOCK, min(len(LOG), (b + 1) * BLOCK))}
 
     return StoredTree(size, lambda keys: {k: stored[k] for k in keys if k in stored}, leaves)
 
 
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.integers(1, 700), min_size=1, max_size=5))
-def test_the_frontier_keeps_every_complete_subtree_of_256_and_more(batches: list[int]) -> None:
+def test_the_frontier_keeps_every_complete_subtree_of_a_block_and_more(batches: list[int]) -> None:
     frontier, stored = stored_log(batches)
     assert frontier.root() == root(LOG)
     expected = {
@@ -129,7 +130,7 @@ def test_stored_node_proofs_equal_the_in_memory_ones_for_every_size() -> None:
         assert tree.root() == root(LOG[:size])
         indices = sorted({0, size - 1, size // 2, (size * 7) // 11})
         assert tree.inclusion_proofs(indices) == [inclusion_proof(LOG[:size], i) for i in indices]
-        for old in sorted({1, size, size // 3 + 1, max(1, size - 256), 256 if size >= 256 else 1}):
+        for old in sorted({1, size, size // 3 + 1, max(1, size - BLOCK), BLOCK if size >= BLOCK else 1}):
             assert tree.consistency_proof(old) == consistency_proof(LOG[:size], old), (old, size)
 
 
