@@ -1,6 +1,8 @@
 """The audit log with real services: chDB for the schema, and the whole pipeline (simulator,
-processor worker, audit sink, Kafka) for exact contents through kill -9 of the sink."""
+processor worker, audit sink, Kafka) for exact contents through kill -9 of the sink; the log's
+check of itself at sink start, consistency proofs, the API's reads, and exports at 10 M entries."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -476,3 +478,55 @@ def test_an_export_at_10m_entries_answers_as_fast_as_at_10k(tmp_path: Path) -> N
     small, large = seconds[10_000] * 1000, seconds[10_000_000] * 1000
     print(f"export of 1,000 entries: {small:.0f} ms at 10 k entries, {large:.0f} ms at 10 M")
     assert seconds[10_000_000] < 2 * seconds[10_000]
+
+
+def test_audit_sink_refuses_a_rewritten_log_shows_it_in_its_metrics_and_exits_3(tmp_path: Path) -> None:
+    """`frtwatch audit sink` on a log whose leaf was changed after it was signed: a clear error,
+    frtwatch_sink_log_mismatch 1 on its metrics while it lingers (what the alert reads), exit 3,
+    and no new checkpoint."""
+    import httpx
+
+    from audit.checkpoint import Signer
+    from audit.sink import AuditSink
+    from frtwatch.stack.process import free_ports
+
+    store = Store(f"chdb://{tmp_path / 'data' / 'clickhouse'}")
+    store.migrate()
+    _synthetic_log(store, FILLER)
+    sink = AuditSink(store, Signer.load_or_create(tmp_path / "keys" / "audit-ed25519.key"), "unused:9092")
+    sink.recover()
+    sink.checkpoint()
+    store.client.command(
+        f"ALTER TABLE {store.db}.audit_leaves UPDATE leaf_hash = SHA256('x') WHERE seq = 3",
+        settings={"mutations_sync": 1},
+    )
+    store.close()
+    (port,) = free_ports(1)
+    env = {
+        **os.environ,
+        "FRTWATCH_HOME": str(tmp_path),
+        "FRTWATCH_AUDIT_METRICS_PORT": str(port),
+        "FRTWATCH_KAFKA_BOOTSTRAP": "127.0.0.1:1",  # never reached: it refuses first
+    }
+    started = subprocess.Popen(
+        [sys.executable, "-m", "frtwatch", "audit", "sink", "--refused-linger-seconds", "15"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline, seen = time.monotonic() + 60, ""
+        while "frtwatch_sink_log_mismatch 1.0" not in seen:
+            assert time.monotonic() < deadline and started.poll() is None, seen[-2000:]
+            time.sleep(0.3)
+            with contextlib.suppress(httpx.HTTPError):
+                seen = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        _, stderr = started.communicate(timeout=60)
+    finally:
+        started.kill()
+    assert started.returncode == 3, stderr
+    flat = " ".join(stderr.split())
+    assert "refusing to sign over it" in flat and f"its tree of {FILLER} entries has root" in flat, flat
+    store = Store(f"chdb://{tmp_path / 'data' / 'clickhouse'}")
+    try:
+        assert store.client.command(f"SELECT count() FROM {store.db}.audit_checkpoints") == 1
+    finally:
+        store.close()
