@@ -1,6 +1,7 @@
 """`frtwatch demo`: the README's main command (see frtwatch.demo for the pieces)."""
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,6 +13,7 @@ from rich.text import Text
 from frtwatch.config import Settings
 from frtwatch.kafka_security import Role
 from frtwatch.stack import LocalStack, StackError
+from frtwatch.stack.kafka_secrets import write_private
 from frtwatch.stack.webhook import WebhookReceiver
 
 if TYPE_CHECKING:  # the pieces import Kafka and the simulator: only when the demo runs
@@ -48,7 +50,8 @@ def demo(
         errors.print(f"[red]demo failed:[/] {error}")
         raise typer.Exit(1) from None
     _table("frtwatch is up", summary)
-    token = pieces.grant_regulator(settings, run.operators)
+    token_file = settings.home / "demo" / "regulator.token"
+    write_private(token_file, pieces.grant_regulator(settings, run.operators) + "\n")
 
     pages = _webhook()
     outputs = pieces.Outputs(
@@ -91,7 +94,7 @@ def demo(
         f"{len(run.truth - state):,} missing, {len(state - run.truth):,} not in it "
         f"(see {settings.logs_dir}/processor.log)"
     )
-    _next_steps(settings, token, run.operators[0])
+    _next_steps(settings, token_file, run.operators[0])
     raise typer.Exit(0 if complete else 1)
 
 
@@ -177,12 +180,12 @@ def _judged(judged: tuple[float, float | None] | None) -> str:
     return f"{count:,.0f}" + (f" ({rate:,.0f}/s)" if rate is not None else "")
 
 
-def _next_steps(settings: Settings, token: str, operator: str) -> None:
+def _next_steps(settings: Settings, token_file: Path, operator: str) -> None:
     api = f"http://127.0.0.1:{settings.api_port}"
     console.print(
         f"""
-[bold]Ask the audit log[/] (a regulator of this run's operators; the token is shown once):
-  export FRTWATCH_API_TOKEN={token}
+[bold]Ask the audit log[/] (a regulator of this run's operators; its token is in a file only you can read):
+  export FRTWATCH_API_TOKEN="$(cat {token_file})"
   .venv/bin/frtwatch query violations --operator {operator} --all
   .venv/bin/frtwatch query summary
   .venv/bin/frtwatch query export --kind violation --operator {operator} --format csv -o evidence.zip

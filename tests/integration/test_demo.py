@@ -90,9 +90,12 @@ def test_the_demo_as_the_readme_runs_it_on_a_busy_machine_finds_the_ground_truth
         assert got == want, (sorted(got - want)[:5], sorted(want - got)[:5])
 
         # The next steps, run exactly as printed (from the home folder the demo names).
-        token = re.search(r"export FRTWATCH_API_TOKEN=(\S+)", out)
-        assert token is not None
-        env = {**env, "FRTWATCH_API_TOKEN": token[1]}
+        token_file = re.search(r'export FRTWATCH_API_TOKEN="\$\(cat (\S+)\)"', out)
+        assert token_file is not None, out
+        token = Path(token_file[1]).read_text().strip()
+        assert token and token not in out  # the token is in a file of its own, never printed
+        assert Path(token_file[1]).stat().st_mode & 0o077 == 0
+        env = {**env, "FRTWATCH_API_TOKEN": token}
         steps = [line.strip() for line in out.splitlines() if line.strip().startswith(".venv/bin/frtwatch")]
         assert len(steps) == 5, steps
         for step in steps:
