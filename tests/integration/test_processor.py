@@ -2,14 +2,23 @@
 compared with the ground truth. Each test gets its own Kafka so topics hold only its data."""
 
 import asyncio
+import base64
+import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from kafka import KafkaProducer
 
 from contracts import topics
+from contracts.codec import SigningKey
+from contracts.keyring import HMAC_SHA256, Keyring
 from contracts.timestamps import format_timestamp
 from frtwatch.stack.kafka import KafkaCluster
+from producers.builder import EventBuilder
+from producers.sender import producer_settings
+from producers.simulator import Simulation, plan
 from stream_processors.bundle import Bundle
 from stream_processors.fetch_wait import FETCH_WAIT_MS
 from stream_processors.outputs import dead_letter_value
@@ -22,6 +31,7 @@ from tests.integration.pipeline import (
     expected,
     fleet_keys,
     read_records,
+    read_topic,
     simulate,
     wait_for_log,
     wait_for_verdicts,
@@ -162,3 +172,71 @@ async def route_unjudged(kafka: KafkaCluster) -> None:
     assert routed.bundles
     commit_at_the_end(kafka, "frtwatch-router", topics.EVENTS)
     commit_at_the_end(kafka, "frtwatch-processor", topics.LANES)
+
+
+def test_a_running_worker_follows_the_key_registry(kafka_alone: KafkaCluster, tmp_path: Path) -> None:
+    """A key revoked and a device enrolled while the worker runs: the events after the change
+    are judged by the registry as it now is, without a restart."""
+    fleet_keys(tmp_path, seed=25)
+    registry = tmp_path / "keys.json"
+    operator = plan(Simulation(seed=25))[0][0]
+    device = operator.devices[0]
+
+    def builder(device_id: str, key: SigningKey) -> EventBuilder:
+        return EventBuilder(
+            operator_id=operator.operator_id, site_id=device.site_id, device_id=device_id, key=key
+        )
+
+    def send(source: EventBuilder) -> str:
+        event, wire = source.build("media.deleted", media_id="m-1")
+        producer.send(topics.EVENTS, value=wire, key=topics.event_key(operator.operator_id, source.device_id))
+        producer.flush()
+        return str(event["event_id"])
+
+    worker = Worker(kafka_alone, tmp_path, registry, "worker-1")
+    producer = KafkaProducer(bootstrap_servers=kafka_alone.bootstrap_servers, **producer_settings())
+    try:
+        wait_until_assigned([worker])
+        before = send(builder(device.device_id, device.signing_key))
+        wait_until_accepted(kafka_alone, before)  # revoked at once: judged after, it would be refused
+        keyring, now = Keyring.load(registry), datetime.now(UTC)
+        keyring.revoke(keyring.keys_of(operator.operator_id, device.device_id)[0][0].key_id, now)
+        keyring.enrol(operator.operator_id, "cam-enrolled-now", HMAC_SHA256, b"n" * 32, now)
+        keyring.save(registry)
+        time.sleep(3)  # the worker reads a changed registry again within a second
+        revoked = send(builder(device.device_id, device.signing_key))
+        enrolled = send(builder("cam-enrolled-now", b"n" * 32))
+        unknown = send(builder("cam-never-enrolled", b"u" * 32))
+        wait_until_accepted(kafka_alone, enrolled)
+        deadline = time.monotonic() + 60
+        while not {revoked, unknown} <= set(refusals(kafka_alone)) and time.monotonic() < deadline:
+            time.sleep(1)
+        time.sleep(3)  # anything else refused shows up too
+        letters = refusals(kafka_alone)
+    finally:
+        producer.close()
+        worker.stop()
+    assert letters == {revoked: "revoked_key", unknown: "unknown_source"}
+
+
+def refusals(kafka: KafkaCluster) -> dict[str, str]:
+    """The reason code of every dead letter, by its event's id."""
+    return {
+        json.loads(base64.b64decode(letter["original"]))["event_id"]: letter["reason"].split(":")[0]
+        for letter in read_topic(kafka, topics.DEADLETTER)
+    }
+
+
+def wait_until_accepted(kafka: KafkaCluster, event_id: str, timeout: float = 60) -> None:
+    """Until the judge has accepted the event (it is in a bundle of frtwatch-events-accepted)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        accepted = {
+            json.loads(raw)["event_id"]
+            for record in read_records(kafka, topics.ACCEPTED)
+            for _, raw in Bundle.decode(record.value).items
+        }
+        if event_id in accepted:
+            return
+        assert time.monotonic() < deadline, f"{event_id} was not accepted"
+        time.sleep(1)
