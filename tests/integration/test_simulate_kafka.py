@@ -11,6 +11,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from contracts import topics
+from contracts.keyring import Keyring
 from frtwatch.stack.kafka import KafkaCluster
 from tests.conftest import EVENTS_PARTITIONS
 
@@ -85,5 +86,5 @@ def test_simulate_delivers_every_message_at_the_asked_rate(kafka: KafkaCluster, 
     truth = [json.loads(line) for line in (tmp_path / "truth.jsonl").read_text().splitlines()]
     assert truth[0]["expect"] == "run" and truth[0]["events"] == total
     assert any(entry["expect"] == "violation" for entry in truth)
-    keys = json.loads((tmp_path / "keys.json").read_text())
-    assert len(keys["devices"]) == 64 and len(keys["back_offices"]) == 4
+    keys = Keyring.load(tmp_path / "keys.json").entries  # a key registry: each key bound to its source
+    assert len([k for k in keys if k.device_id]) == 64 and len([k for k in keys if not k.device_id]) == 4
