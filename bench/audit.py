@@ -200,7 +200,7 @@ def exports(sizes: list[int], before: bool) -> None:
         lines.append("| " + " | ".join(row) + " |")
     table = "\n".join(lines)
     print(table)
-    print(f"written to {write_results('audit-exports', results, table)}")
+    print(f"written to {write_results('audit-exports', results, table, module='bench.audit')}")
 
 
 def main() -> None:
