@@ -586,6 +586,11 @@ def process(
     from frtwatch.stack.kafka_acls import PROCESSOR_TOPICS
 
     settings = _settings()
+    if settings.keys_file is not None and not settings.keys_file.is_file():
+        errors.print(
+            f"no key registry at {settings.keys_file} (FRTWATCH_KEYS_FILE): `frtwatch keys enrol` makes it"
+        )
+        raise typer.Exit(2)
     create_contract_topics(
         settings.bootstrap_servers,
         settings.events_partitions,

@@ -35,6 +35,7 @@ from faust.utils.terminal import SpinnerHandler
 from prometheus_client import REGISTRY
 
 from contracts import topics
+from contracts.keyring import Keyring
 from contracts.records import Violation
 from contracts.timestamps import parse_timestamp
 from frtwatch.config import Settings
@@ -145,7 +146,8 @@ pusher = (
 journal = Journal(_write_state)
 # The journal bounds the dedup and publication windows (None: the gate and judge keep no order).
 gate = Gate(
-    load_keys(settings.keys_file) if settings.keys_file else None,  # read again when it changes
+    # Fail closed: without a registry no source has a key, so only the operators named unsigned pass.
+    load_keys(settings.keys_file) if settings.keys_file else Keyring(),  # read again when it changes
     unsigned_operators=settings.unsigned_operators,
     seen=journal.seen,
     last_seq=journal.last_seq,
@@ -363,6 +365,16 @@ async def log_at_the_chosen_level() -> None:
     for handler in [h for h in root.handlers if isinstance(h, SpinnerHandler)]:
         root.removeHandler(handler)
     root.setLevel(min((h.level for h in root.handlers), default=logging.WARNING) or logging.WARNING)
+
+
+@app.task
+async def say_who_may_send() -> None:
+    if settings.keys_file is None:
+        log.warning(
+            "no key registry (FRTWATCH_KEYS_FILE): every signed event is refused; unsigned events "
+            "are admitted only from %s",
+            ", ".join(settings.unsigned_operators) or "no operator (FRTWATCH_UNSIGNED_OPERATORS)",
+        )
 
 
 @app.task

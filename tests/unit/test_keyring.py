@@ -143,8 +143,31 @@ def test_unsigned_from_a_named_operator_is_admitted_and_marked_weaker_evidence()
 
 
 def test_without_a_registry_the_gate_checks_no_signature() -> None:
+    """Only `rules eval` without --keys builds such a gate (an offline reading of a history)."""
     raw = canonical_json(event("op-a", "made-up-cam"))
     assert Gate(clock=lambda: NOW).admit(raw).event is not None
+
+
+def test_the_processor_without_a_registry_admits_only_named_unsigned_operators() -> None:
+    """The processor's gate without FRTWATCH_KEYS_FILE is an empty registry's (app.py): closed."""
+    gate = Gate(Keyring(), unsigned_operators=["op-c"], clock=lambda: NOW)
+    assert gate.admit(canonical_json(event("op-c", "c1"))).event is not None
+    for fields, signer in [
+        (event("op-a", "a1"), key("a1")),
+        (event("op-a", "a1"), None),
+        (event("op-c", "c1"), key("a1")),
+    ]:
+        assert (
+            reason(gate.admit(canonical_json(sign(fields, signer) if signer else fields))) == "unknown_source"
+        )
+
+
+def test_process_refuses_to_start_on_a_registry_that_is_not_there(tmp_path: Path) -> None:
+    missing = tmp_path / "keyring.json"
+    env = {"FRTWATCH_KEYS_FILE": str(missing), "FRTWATCH_HOME": str(tmp_path)}
+    result = CliRunner().invoke(app, ["process"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "no key registry at" in result.output and str(missing) in result.output
 
 
 def test_the_sdk_signs_with_the_key_it_was_enrolled_with(tmp_path: Path) -> None:
