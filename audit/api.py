@@ -178,6 +178,11 @@ class Service:
         finally:
             self.idle.put(store)
 
+    def close(self) -> None:
+        """Close the readers' connections (with chDB, the folder is free once all are)."""
+        while not self.idle.empty():
+            self.idle.get_nowait().close()
+
 
 def _calendar_time(value: Any) -> Any:
     """RFC 3339 only: pydantic alone would also read "0.5" as seconds since the epoch."""

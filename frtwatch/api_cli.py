@@ -109,18 +109,17 @@ def api_serve(
         f"regulators' API on http://{host}:{api_port} (docs at /docs)"
         + ("; audit sink in this process" if with_sink else "")
     )
+    service = Service(
+        store,
+        access,
+        query_log,
+        statements,
+        rate=Rate(settings.api_rate, settings.api_burst),
+        anonymous_rate=Rate(settings.api_anonymous_rate, settings.api_anonymous_burst),
+    )
     try:
         uvicorn.run(
-            create_app(
-                Service(
-                    store,
-                    access,
-                    query_log,
-                    statements,
-                    rate=Rate(settings.api_rate, settings.api_burst),
-                    anonymous_rate=Rate(settings.api_anonymous_rate, settings.api_anonymous_burst),
-                )
-            ),
+            create_app(service),
             host=host,
             port=api_port,
             log_level="warning",
@@ -130,6 +129,7 @@ def api_serve(
         if thread is not None:
             thread.join(timeout=60)
         query_log.close()
+        service.close()
         store.close()
     if sink_failed:
         raise typer.Exit(1)

@@ -455,7 +455,9 @@ def test_the_api_serves_proofs_and_exports_while_another_read_is_under_way(
     finally:
         release.set()
         server.should_exit = True
+        reader.join(timeout=10)
         query_log.close()
+        service.close()
         store.close()
 
 
