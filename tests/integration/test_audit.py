@@ -532,3 +532,62 @@ def test_audit_sink_refuses_a_rewritten_log_shows_it_in_its_metrics_and_exits_3(
         assert store.client.command(f"SELECT count() FROM {store.db}.audit_checkpoints") == 1
     finally:
         store.close()
+
+
+def test_api_serve_without_the_sink_needs_no_log_key(kafka_alone: KafkaCluster, tmp_path: Path) -> None:
+    """`frtwatch api serve --no-sink` (as beside a ClickHouse server) with only the statement key
+    and its endorsement in its home: it serves, and its exports verify with the log's public
+    key, which it never had."""
+    import signal
+
+    import httpx
+
+    from audit.access import add_principal, set_jurisdiction
+    from audit.bundle import verify_bundle
+    from audit.checkpoint import Signer, StatementSigner, statement_key_path
+    from audit.sink import AuditSink
+    from frtwatch.stack.process import free_ports
+
+    store = Store(f"chdb://{tmp_path / 'data' / 'clickhouse'}")
+    store.migrate()
+    _synthetic_log(store, FILLER)
+    log_key = Signer.load_or_create(tmp_path / "the-sinks-host" / "audit-ed25519.key")
+    sink = AuditSink(store, log_key, "unused:9092")
+    sink.recover()
+    sink.checkpoint()
+    store.close()
+    home_key = tmp_path / "keys" / "audit-ed25519.key"  # where the API would look for the log's key
+    StatementSigner.prepare(log_key, statement_key_path(home_key))  # the sink's part, copied over
+    set_jurisdiction(tmp_path / "api-access.yaml", "filler", ["op-filler"])
+    token = add_principal(tmp_path / "api-access.yaml", "reg", "regulator", jurisdiction="filler")
+    (port,) = free_ports(1)
+    env = {
+        **os.environ,
+        "FRTWATCH_HOME": str(tmp_path),
+        "FRTWATCH_KAFKA_BOOTSTRAP": kafka_alone.bootstrap_servers,
+    }
+    served = subprocess.Popen(
+        [sys.executable, "-m", "frtwatch", "api", "serve", "--no-sink", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        deadline, answer = time.monotonic() + 90, None
+        while answer is None or answer.status_code != 200:
+            assert time.monotonic() < deadline and served.poll() is None, (
+                served.stdout and served.stdout.read()
+            )
+            time.sleep(0.3)
+            with contextlib.suppress(httpx.HTTPError):
+                answer = httpx.get(f"http://127.0.0.1:{port}/v1/checkpoint", headers=headers, timeout=5)
+        assert answer.json()["public_key"] == log_key.vkey()
+        exported = httpx.get(
+            f"http://127.0.0.1:{port}/v1/export", params={"format": "json"}, headers=headers, timeout=60
+        )
+        assert exported.status_code == 200, exported.text
+        assert verify_bundle(exported.json(), log_key.vkey()).entries == FILLER
+        assert verify_bundle(exported.json(), log_key.vkey()).ok
+        assert not home_key.exists()
+    finally:
+        served.send_signal(signal.SIGTERM)
+        served.wait(timeout=60)
