@@ -16,7 +16,7 @@ import re
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.background import BackgroundTask
@@ -484,7 +484,7 @@ def create_app(service: Service) -> FastAPI:
         ] = None,
         since: Since = None,
         until: Until = None,
-    ) -> FileResponse:
+    ) -> Response:
         """Entries with their inclusion proofs and the covering signed checkpoint: a bundle
         (json), or a zip of the bundle and a table (jsonl, csv, parquet). Every record of a
         selected violation is an entry (its history); the table names each one's current_status.
@@ -496,21 +496,28 @@ def create_app(service: Service) -> FastAPI:
             violation_id=violation_id, since=since, until=until,
             operators=scope.operators, askers=scope.askers,
         )  # fmt: skip
-        suffix = ".json" if format == "json" else ".zip"
         try:
             with service.reading() as store:
                 made = export(store, service.statements, selection)
-                with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as out:
-                    made.write(out.file, format)  # entry by entry, proofs from the stored nodes
         except NoCheckpoint as error:
             raise HTTPException(409, str(error)) from None
         except TooLarge as error:
             raise HTTPException(400, str(error)) from None
         answered(request, made.count)
+        if format == "json":  # streamed as it is written, a block of entries at a time
+
+            def streamed() -> Iterator[bytes]:
+                with service.reading() as store:
+                    yield from replace(made, store=store).json_chunks()
+
+            disposition = {"Content-Disposition": 'attachment; filename="frtwatch-export.json"'}
+            return StreamingResponse(streamed(), media_type="application/json", headers=disposition)
+        with service.reading() as store, tempfile.NamedTemporaryFile(suffix=".zip", delete=False) as out:
+            replace(made, store=store).write(out.file, format)  # a zip is written whole, then sent
         return FileResponse(
             out.name,
-            media_type="application/json" if format == "json" else "application/zip",
-            filename=f"frtwatch-export{suffix}",
+            media_type="application/zip",
+            filename="frtwatch-export.zip",
             background=BackgroundTask(Path(out.name).unlink, missing_ok=True),
         )
 
@@ -525,7 +532,10 @@ def create_app(service: Service) -> FastAPI:
         return CheckpointOut(size=latest[0], note=latest[1], public_key=service.statements.log_vkey)
 
     @app.get(
-        "/v1/proofs/consistency", response_model=ConsistencyOut, responses=REFUSALS, tags=["verification"]
+        "/v1/proofs/consistency",
+        response_model=ConsistencyOut,
+        responses={**REFUSALS, 404: {"model": Problem, "description": "no checkpoint was signed at a size"}},
+        tags=["verification"],
     )
     def consistency(
         request: Request,

@@ -27,6 +27,7 @@ class NotSigned(LookupError):
 
 def consistency_document(store: Store, old_size: int, new_size: int | None = None) -> dict[str, Any]:
     """The proof between the checkpoints signed at these sizes (new: the latest)."""
+    old_note = _signed(store, old_size)  # first: a size never signed is unknown (404), not bad
     if new_size is None:
         latest = store.latest_checkpoint()
         if latest is None:
@@ -38,7 +39,6 @@ def consistency_document(store: Store, old_size: int, new_size: int | None = Non
         raise ValueError(
             f"a consistency proof goes from a size of 1 or more to one as large: {old_size} to {new_size}"
         )
-    old_note = _signed(store, old_size)
     proof = store.tree(new_size).consistency_proof(old_size)
     return {
         "format": FORMAT,

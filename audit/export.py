@@ -7,8 +7,9 @@ An export costs what it returns, not the size of the log: its rows are streamed 
 ClickHouse and written entry by entry, each block's inclusion proofs built from the log's
 stored nodes (audit/merkle.py StoredTree), never from the whole tree."""
 
+import io
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -46,24 +47,37 @@ class Export:
 
     def write(self, out: IO[bytes], format: str) -> None:
         if format == "json":
-            self._write_bundle(out, keep_rows=False)
+            for _ in self._bundle(out, None):
+                pass
             return
         if format not in tables.FORMATS:
             raise ValueError(f"unknown format {format!r}: one of {', '.join(FORMATS)}")
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            stored: list[dict[str, Any]] = []
             with archive.open(tables.BUNDLE_NAME, "w", force_zip64=True) as member:
-                stored = self._write_bundle(member, keep_rows=True)
+                for _ in self._bundle(member, stored):
+                    pass
             # The table names each violation's current status: it needs all the rows, which
             # an archive returns anyway.
             archive.writestr(f"entries.{format}", tables.table_bytes(tables.table(stored), format))
 
-    def _write_bundle(self, out: IO[bytes], keep_rows: bool) -> list[dict[str, Any]]:
+    def json_chunks(self) -> Iterator[bytes]:
+        """The JSON bundle a block of entries at a time, as the API streams it to its caller."""
+        buffer = io.BytesIO()
+        for _ in self._bundle(buffer, None):
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+        yield buffer.getvalue()
+
+    def _bundle(self, out: IO[bytes], kept: list[dict[str, Any]] | None) -> Iterator[None]:
+        """Write the bundle to ``out``, pausing after each block of entries (and keeping their
+        rows in ``kept``, if given)."""
         writer = BundleWriter(
             out, self.statements, self.checkpoint_note, self.tree_size, self.selection.describe()
         )
         tree = self.store.tree(self.tree_size)
         where, parameters = self.selection.where()
-        kept: list[dict[str, Any]] = []
         # Rows stream on a connection of their own: the proofs' queries run beside them.
         rows_reader = self.store.another()
         try:
@@ -77,14 +91,14 @@ class Export:
                     proofs = tree.inclusion_proofs([int(row["seq"]) for row in rows])
                     for row, proof in zip(rows, proofs, strict=True):
                         writer.add(int(row["seq"]), str(row["body"]), proof)
-                    if keep_rows:
+                    if kept is not None:
                         kept += rows
                     if self.progress:
                         self.progress("entries", writer.count, self.count)
+                    yield
         finally:
             rows_reader.close()
         writer.close()
-        return kept
 
 
 def export(
