@@ -7,15 +7,20 @@ write the rows (their leaves follow in the same insert), and only then commit th
 offsets. A crash anywhere replays from the last commit and the id check makes the replay exact.
 While ClickHouse fails, the sink pauses its partitions (so memory holds one batch), retries
 with backoff, and counts and logs every failure. Every ``checkpoint_seconds`` the new tree head
-is signed and stored."""
+is signed and stored, and kept beside the signing key too (``head_file``): the database's
+own checkpoints can be rewritten with the rest of it, the sink's record of what it signed
+cannot."""
 
 import base64
 import contextlib
 import logging
+import os
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -80,6 +85,7 @@ class AuditSink:
     metrics: SinkMetrics = field(default_factory=lambda: SinkMetrics(CollectorRegistry()))
     frontier: Frontier = field(default_factory=Frontier)
     ids: IdFilter = field(default_factory=IdFilter)
+    head_file: Path | None = None  # the last checkpoint it signed, outside the database
     _signed_size: int = -1
     _write_failed: bool = False  # a failed write may have landed in part: resync before retrying
 
@@ -112,13 +118,19 @@ class AuditSink:
         log.info("audit log holds %d entries", size)
 
     def _last_signed(self) -> Checkpoint | None:
+        """The larger of the database's last checkpoint and the sink's own record of its last:
+        a database rewritten whole, its checkpoints removed too, still meets the latter."""
         latest = self.store.latest_checkpoint()
-        if latest is None:
-            return None
-        try:
-            return open_checkpoint(latest[1], self.signer.vkey())
-        except CheckpointError as error:
-            raise self._mismatch(f"its last checkpoint (size {latest[0]}) does not verify: {error}") from None
+        kept = self.head_file.read_text() if self.head_file and self.head_file.exists() else None
+        signed = []
+        for where, note in [("the database", latest[1] if latest else None), (str(self.head_file), kept)]:
+            if note is None:
+                continue
+            try:
+                signed.append(open_checkpoint(note, self.signer.vkey()))
+            except CheckpointError as error:
+                raise self._mismatch(f"its last checkpoint in {where} does not verify: {error}") from None
+        return max(signed, key=lambda checkpoint: checkpoint.size, default=None)
 
     def _check(self, signed: Checkpoint | None, rebuilt_at_signed: bytes | None) -> None:
         """The log must still be what was signed: the last checkpoint's tree a prefix of the
@@ -324,5 +336,24 @@ class AuditSink:
             return
         note = sign_checkpoint(self.signer, Checkpoint(ORIGIN, size, self.frontier.root()))
         self.store.add_checkpoint(size, self.frontier.root(), note)
+        if self.head_file is not None:
+            _replace_private(self.head_file, note)
         self._signed_size = size
         log.info("audit log: %d entries, checkpoint signed (%s)", size, self.stats)
+
+
+def signed_head_path(key_file: Path) -> Path:
+    """Where the sink keeps its last signed checkpoint: beside its key, which only it holds."""
+    return key_file.with_suffix(".head")
+
+
+def _replace_private(path: Path, text: str) -> None:
+    """Atomically (a crash leaves the old note or the new one), mode 0600."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

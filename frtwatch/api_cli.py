@@ -46,7 +46,7 @@ def api_serve(
     from audit.checkpoint import CheckpointError, Signer, StatementSigner, statement_key_path
     from audit.limits import Rate
     from audit.query_log import QueryLog
-    from audit.sink import AuditSink
+    from audit.sink import AuditSink, signed_head_path
     from audit.store import Store
     from frtwatch.stack.clickhouse import describe
     from stream_processors.metrics import SinkMetrics
@@ -86,6 +86,7 @@ def api_serve(
             settings.bootstrap_servers,
             settings.kafka_security_for(Role.AUDIT),
             metrics=SinkMetrics(REGISTRY),
+            head_file=signed_head_path(settings.audit_key_file),
         )
         serve_metrics(REGISTRY, settings.audit_metrics_port, "audit sink", settings.metrics_host)
 

@@ -34,7 +34,7 @@ def audit_sink(
     from prometheus_client import REGISTRY
 
     from audit.checkpoint import Signer, StatementSigner, statement_key_path
-    from audit.sink import AuditSink, LogMismatch
+    from audit.sink import AuditSink, LogMismatch, signed_head_path
     from audit.store import Store
     from frtwatch.stack.clickhouse import describe
     from stream_processors.metrics import SinkMetrics
@@ -60,6 +60,7 @@ def audit_sink(
         batch_seconds=batch_seconds,
         checkpoint_seconds=checkpoint_seconds,
         metrics=SinkMetrics(REGISTRY),
+        head_file=signed_head_path(settings.audit_key_file),
     )
     serve_metrics(REGISTRY, settings.audit_metrics_port, "audit sink", settings.metrics_host)
     try:

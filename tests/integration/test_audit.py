@@ -274,6 +274,43 @@ def test_a_rewritten_log_is_refused_at_sink_start(tmp_path: Path, change: str) -
     finally:
         store.close()
 
+def test_a_log_rewritten_whole_is_refused_by_the_head_the_sink_kept(tmp_path: Path) -> None:
+    """Bodies and leaves rewritten alike, the stored nodes and checkpoints deleted: the database
+    alone no longer says what was signed, but the sink's own record beside its key does."""
+    from audit.checkpoint import Signer
+    from audit.sink import AuditSink, LogMismatch, signed_head_path
+
+    store = Store(f"chdb://{tmp_path / 'ch'}")
+    try:
+        signer = Signer.load_or_create(tmp_path / "keys" / "audit.key")
+        head = signed_head_path(tmp_path / "keys" / "audit.key")
+        store.migrate()
+        _synthetic_log(store, FILLER)
+        sink = AuditSink(store, signer, "unused:9092", head_file=head)
+        sink.recover()
+        sink.checkpoint()
+        assert head.stat().st_mode & 0o077 == 0 and f"\n{FILLER}\n" in head.read_text()
+        body, leaf = "'{\"event_id\":\"forged\"}'", "SHA256(concat(char(0), '{\"event_id\":\"forged\"}'))"
+        for tamper in [
+            f"ALTER TABLE {store.db}.audit_log UPDATE body = {body}, leaf_hash = {leaf} WHERE seq = 5",
+            f"ALTER TABLE {store.db}.audit_leaves UPDATE leaf_hash = {leaf} WHERE seq = 5",
+            f"ALTER TABLE {store.db}.audit_nodes DELETE WHERE 1",
+            f"ALTER TABLE {store.db}.audit_checkpoints DELETE WHERE 1",
+        ]:
+            store.client.command(tamper + " SETTINGS mutations_sync = 1")
+        # Without its record the sink would sign the rewrite as the log (what it did before)...
+        assert store.latest_checkpoint() is None
+        AuditSink(store, signer, "unused:9092").recover()
+        with pytest.raises(LogMismatch, match=f"its tree of {FILLER} entries has root"):
+            AuditSink(store, signer, "unused:9092", head_file=head).recover()
+        # ...and the record itself cannot be forged without the key.
+        head.write_text(head.read_text().replace(f"\n{FILLER}\n", f"\n{FILLER - 1}\n"))
+        with pytest.raises(LogMismatch, match="does not verify"):
+            AuditSink(store, signer, "unused:9092", head_file=head).recover()
+        assert store.latest_checkpoint() is None  # nothing signed over it
+    finally:
+        store.close()
+
 
 def test_nodes_lost_in_a_crash_are_stored_again_at_start(tmp_path: Path) -> None:
     from audit.checkpoint import Signer
