@@ -14,8 +14,6 @@ cannot."""
 import base64
 import contextlib
 import logging
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -35,6 +33,7 @@ from audit.idfilter import IdFilter
 from audit.merkle import EMPTY_ROOT, Frontier, leaf_hash
 from audit.store import Store
 from contracts import topics
+from contracts.files import replace_private
 from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from stream_processors.bundle import Bundle
 from stream_processors.metrics import SinkMetrics
@@ -337,7 +336,7 @@ class AuditSink:
         note = sign_checkpoint(self.signer, Checkpoint(ORIGIN, size, self.frontier.root()))
         self.store.add_checkpoint(size, self.frontier.root(), note)
         if self.head_file is not None:
-            _replace_private(self.head_file, note)
+            replace_private(self.head_file, note)
         self._signed_size = size
         log.info("audit log: %d entries, checkpoint signed (%s)", size, self.stats)
 
@@ -346,14 +345,3 @@ def signed_head_path(key_file: Path) -> Path:
     """Where the sink keeps its last signed checkpoint: beside its key, which only it holds."""
     return key_file.with_suffix(".head")
 
-
-def _replace_private(path: Path, text: str) -> None:
-    """Atomically (a crash leaves the old note or the new one), mode 0600."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

@@ -26,7 +26,6 @@ import logging
 import os
 import secrets
 import stat
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
@@ -38,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from contracts.codec import SigningKey, VerifyingKey
+from contracts.files import replace_private
 from contracts.timestamps import format_timestamp, parse_timestamp
 
 log = logging.getLogger("frtwatch.keyring")
@@ -207,15 +207,7 @@ class Keyring:
 
     def save(self, path: Path) -> None:
         """Atomically, mode 0600: a reader sees the old registry or the new one, whole."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w") as out:
-                out.write(self.to_json())
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        replace_private(path, self.to_json())
 
 
 def check_private(path: Path) -> None:
