@@ -12,7 +12,7 @@ from kafka import KafkaProducer
 
 from contracts import canonical_json, topics
 from contracts.timestamps import now_timestamp
-from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
+from core.kafka_security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger("frtwatch.api")
 

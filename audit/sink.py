@@ -31,12 +31,12 @@ from audit.checkpoint import ORIGIN, Checkpoint, CheckpointError, Signer, open_c
 from audit.entries import Entry
 from audit.idfilter import IdFilter
 from audit.merkle import EMPTY_ROOT, Frontier, leaf_hash
+from audit.metrics import SinkMetrics
 from audit.store import Store
 from contracts import topics
+from contracts.bundle import Bundle
 from contracts.files import replace_private
-from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
-from stream_processors.bundle import Bundle
-from stream_processors.metrics import SinkMetrics
+from core.kafka_security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger("frtwatch.audit")
 TOPICS = (topics.ACCEPTED, topics.VIOLATIONS, topics.DEADLETTER, topics.QUERIES)

@@ -34,6 +34,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from bench import gate
 from bench.harness import local_kafka, records_since, send_on_schedule, service_env, write_results
 from contracts import topics
+from contracts.bundle import Bundle
 from contracts.timestamps import parse_timestamp
 from frtwatch import compiled
 from frtwatch.stack.kafka import KafkaCluster
@@ -41,7 +42,6 @@ from producers.plan import Message
 from producers.sender import producer_settings
 from producers.simulator import Simulation, plan, run, write_keys
 from stream_processors.admission import Gate, load_keys
-from stream_processors.bundle import Bundle
 from stream_processors.judge import Judge
 from stream_processors.rules.pack import available_packs, load_packs
 

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from frtwatch.config import Settings
-from frtwatch.kafka_security import Role
+from core.kafka_security import Role
+from core.settings import Settings
 
 api_app = typer.Typer(help="The regulators' HTTP API over the audit log.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -45,12 +45,12 @@ def api_serve(
     from audit.api import Service, create_app
     from audit.checkpoint import CheckpointError, Signer, StatementSigner, statement_key_path
     from audit.limits import Rate
+    from audit.metrics import SinkMetrics
     from audit.query_log import QueryLog
     from audit.sink import AuditSink, signed_head_path
     from audit.store import Store
+    from core.metrics_server import serve as serve_metrics
     from frtwatch.stack.clickhouse import describe
-    from stream_processors.metrics import SinkMetrics
-    from stream_processors.metrics import serve as serve_metrics
 
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from frtwatch.config import Settings
-from frtwatch.kafka_security import Role
+from core.kafka_security import Role
+from core.settings import Settings
 
 audit_app = typer.Typer(help="The audit log in ClickHouse: sink, schema, exports.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -34,11 +34,11 @@ def audit_sink(
     from prometheus_client import REGISTRY
 
     from audit.checkpoint import Signer, StatementSigner, statement_key_path
+    from audit.metrics import SinkMetrics
     from audit.sink import AuditSink, LogMismatch, signed_head_path
     from audit.store import Store
+    from core.metrics_server import serve as serve_metrics
     from frtwatch.stack.clickhouse import describe
-    from stream_processors.metrics import SinkMetrics
-    from stream_processors.metrics import serve as serve_metrics
 
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

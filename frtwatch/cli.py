@@ -12,11 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from core.kafka_security import Role
+from core.settings import Settings
 from frtwatch.api_cli import api_app
 from frtwatch.audit_cli import audit_app, verify
-from frtwatch.config import Settings
 from frtwatch.demo_cli import demo
-from frtwatch.kafka_security import Role
 from frtwatch.keys_cli import keys_app
 from frtwatch.query_cli import query_app
 from producers.fleet import FleetShape
@@ -623,7 +623,7 @@ def compile_judge() -> None:
 def main() -> None:
     """The console entry point. A Kafka credential found missing only when a client is built
     (no password file yet) ends in one clear line, not a traceback."""
-    from frtwatch.kafka_security import KafkaSecurityError
+    from core.kafka_security import KafkaSecurityError
 
     try:
         app(prog_name="frtwatch")

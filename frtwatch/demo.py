@@ -25,8 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from audit.access import add_principal, set_jurisdiction
 from contracts import topics
-from frtwatch.config import Settings
-from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
+from core.kafka_security import PLAINTEXT, KafkaSecurity
+from core.settings import Settings
 from frtwatch.stack import LocalStack
 from producers.fleet import FleetShape
 from producers.simulator import Simulation, plan, run, write_keys

@@ -10,8 +10,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from frtwatch.config import Settings
-from frtwatch.kafka_security import Role
+from core.kafka_security import Role
+from core.settings import Settings
 from frtwatch.stack import LocalStack, StackError
 from frtwatch.stack.kafka_secrets import write_private
 from frtwatch.stack.webhook import WebhookReceiver

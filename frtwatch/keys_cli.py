@@ -24,7 +24,7 @@ from contracts.keyring import (
     new_secret,
     write_device_key,
 )
-from frtwatch.config import Settings
+from core.settings import Settings
 
 keys_app = typer.Typer(
     help="The key registry: which key signs which device's or back office's events.", no_args_is_help=True

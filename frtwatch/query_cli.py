@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from frtwatch.config import Settings
+from core.settings import Settings
 
 query_app = typer.Typer(
     help="Ask the regulators' API (FRTWATCH_API_URL; the token in FRTWATCH_API_TOKEN or --token-file).",

@@ -8,7 +8,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from contracts import Event, decode_event, topics
 from contracts.artifacts import example_events
-from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
+from core.kafka_security import PLAINTEXT, KafkaSecurity
 
 
 @dataclass(frozen=True)

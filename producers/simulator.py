@@ -15,7 +15,7 @@ from typing import IO, Any
 from kafka import KafkaProducer
 
 from contracts.keyring import Keyring
-from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
+from core.kafka_security import PLAINTEXT, KafkaSecurity
 from producers.fleet import FleetShape, Operator, build_fleet
 from producers.ground_truth import PACKS, GroundTruth, Revision
 from producers.plan import Message, TrafficPlan

@@ -35,20 +35,21 @@ from faust.utils.terminal import SpinnerHandler
 from prometheus_client import REGISTRY
 
 from contracts import topics
+from contracts.bundle import Bundle
 from contracts.keyring import Keyring
 from contracts.records import Violation
 from contracts.timestamps import parse_timestamp
-from frtwatch.config import Settings
-from frtwatch.kafka_security import Role
+from core.kafka_security import Role
+from core.metrics_server import serve
+from core.settings import Settings
 from stream_processors.admission import Gate, load_keys
 from stream_processors.alerts import AlertPusher
-from stream_processors.bundle import Bundle
 from stream_processors.fetch_wait import shorten_lane_fetch_wait
 from stream_processors.gc_pauses import Collector
 from stream_processors.journal import Journal
 from stream_processors.judge import Judge
 from stream_processors.lane_gaps import judged_already, read_skipped, resume_offsets, skipped
-from stream_processors.metrics import AlertMetrics, ProcessorMetrics, serve
+from stream_processors.metrics import AlertMetrics, ProcessorMetrics
 from stream_processors.outbox import Outbox
 from stream_processors.outputs import Source, dead_letter_value, violation_value
 from stream_processors.readback import published_since

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 from aiokafka import TopicPartition
 
-from frtwatch.kafka_security import KafkaSecurity
+from core.kafka_security import KafkaSecurity
 from stream_processors.side_reads import side_consumer
 
 READ_TIMEOUT_S = 60.0  # skipped records are on this cluster's own topic: minutes means broken

@@ -1,4 +1,5 @@
-"""Every frtwatch metric, in one place (prometheus-client).
+"""The processor's and the alert pusher's metrics (prometheus-client; the audit sink's are in
+audit/metrics.py, the /metrics server in core/metrics_server.py).
 
 Names are ``frtwatch_<subsystem>_<name>_<unit>``, counters end in ``_total``, units are base
 units (seconds). No label carries a subject, event or device id; operator_id is a label where
@@ -7,12 +8,11 @@ advance are created at zero, so every series exists before its first event and r
 from the start. Tests pass their own registry.
 """
 
-import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from contracts import EVENT_TYPES
 from contracts.events import Envelope, RegistrySnapshot
@@ -23,7 +23,6 @@ from stream_processors.admission import REASONS
 from stream_processors.rules.pack import Pack
 from stream_processors.watchdog import CAUSES, started_over
 
-log = logging.getLogger("frtwatch.metrics")
 SEVERITIES: tuple[str, ...] = Severity.__args__  # type: ignore[attr-defined]
 ROUTING_REASONS = ("too_large", "invalid_utf8", "invalid_json", "unsupported_schema", "unknown_type")
 # Detection latency: immediate rules in tens of milliseconds, grace-period rules after ~10 s.
@@ -194,58 +193,6 @@ class ProcessorMetrics:
         self.dead_letters.labels(reason.split(":", 1)[0]).inc()
 
 
-class SinkMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.entries = Counter(
-            "frtwatch_sink_entries_written",
-            "Entries appended to the audit log, by kind.",
-            ["kind"],
-            registry=registry,
-        )
-        self.repeats = Counter(
-            "frtwatch_sink_repeats_dropped", "Entries already in the log, dropped by id.", registry=registry
-        )
-        self.batch_rows = Histogram(
-            "frtwatch_sink_batch_rows",
-            "Entries per write to ClickHouse.",
-            buckets=(1, 10, 100, 1_000, 5_000, 10_000, 20_000, 50_000),
-            registry=registry,
-        )
-        self.batch_seconds = Histogram(
-            "frtwatch_sink_batch_seconds",
-            "Time to write one batch, retries included.",
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            registry=registry,
-        )
-        self.failures = Counter(
-            "frtwatch_sink_write_failures", "Failed writes to ClickHouse (each retried).", registry=registry
-        )
-        self.kafka_errors = Counter(
-            "frtwatch_sink_kafka_errors",
-            "Failed reads or commits on Kafka (each retried).",
-            registry=registry,
-        )
-        self.unreadable = Counter(
-            "frtwatch_sink_unreadable_records",
-            "Records on the sink's topics it could not read.",
-            registry=registry,
-        )
-        self.consumer_lag = Gauge(
-            "frtwatch_sink_consumer_lag_messages",
-            "Messages on the sink's topics not yet written to the log, by topic.",
-            ["topic"],
-            registry=registry,
-        )
-        self.log_entries = Gauge("frtwatch_sink_log_entries", "Entries in the audit log.", registry=registry)
-        self.log_mismatch = Gauge(
-            "frtwatch_sink_log_mismatch",
-            "1 when the audit log in the database differs from what the sink signed (it refuses to sign).",
-            registry=registry,
-        )
-        for kind in ("event", "violation", "dead_letter", "query"):
-            self.entries.labels(kind)
-
-
 class AlertMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.sent = Counter(
@@ -266,14 +213,3 @@ class AlertMetrics:
         )
         self.queued = Gauge("frtwatch_alerts_queued", "Alerts waiting to be pushed.", registry=registry)
 
-
-def serve(registry: CollectorRegistry, port: int, what: str, host: str = "127.0.0.1") -> None:
-    """/metrics on ``host``:``port`` (0: not served). A taken port is logged, not fatal:
-    the work matters more than its metrics."""
-    if not port:
-        return
-    try:
-        start_http_server(port, addr=host, registry=registry)
-        log.info("%s metrics on http://%s:%d/metrics", what, host, port)
-    except OSError as error:
-        log.error("%s metrics not served: port %d: %s", what, port, error)

@@ -14,7 +14,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from contracts import topics
 from contracts.records import revision_id
-from frtwatch.kafka_security import KafkaSecurity
+from core.kafka_security import KafkaSecurity
 from stream_processors.side_reads import side_consumer
 
 MARGIN_MS = 5_000  # the stamp and the violations' timestamps come from clocks that may step

@@ -37,10 +37,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from contracts import ContractError, decode_event, topics
+from contracts.bundle import Bundle, Mark
 from contracts.codec import MAX_MESSAGE_BYTES
 from contracts.timestamps import TIMESTAMP_PATTERN, format_timestamp, parse_timestamp
-from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
-from stream_processors.bundle import Bundle, Mark
+from core.kafka_security import PLAINTEXT, KafkaSecurity
 from stream_processors.fetch_wait import FETCH_WAIT_MS
 from stream_processors.metrics import ProcessorMetrics
 from stream_processors.outputs import Source, dead_letter_value

@@ -7,7 +7,7 @@ committed, and positions are sought explicitly.
 
 from aiokafka import AIOKafkaConsumer
 
-from frtwatch.kafka_security import KafkaSecurity
+from core.kafka_security import KafkaSecurity
 
 
 def side_consumer(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity
+from core.kafka_security import PLAINTEXT, KafkaSecurity
 from frtwatch.stack.kafka import KafkaCluster
 from frtwatch.stack.monitoring import Alertmanager, Prometheus
 from frtwatch.stack.process import StackError, free_ports

@@ -3,8 +3,8 @@
 
 from dataclasses import dataclass
 
-from frtwatch.config import Settings
-from frtwatch.kafka_security import Role
+from core.kafka_security import Role
+from core.settings import Settings
 from frtwatch.stack import clickhouse
 from frtwatch.stack.kafka import KafkaCluster
 from frtwatch.stack.monitoring import Alertmanager, Prometheus

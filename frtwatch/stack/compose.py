@@ -6,7 +6,7 @@ connect as that role's principal and no other."""
 import os
 from pathlib import Path
 
-from frtwatch.kafka_security import Role, scram_jaas
+from core.kafka_security import Role, scram_jaas
 from frtwatch.stack.kafka import new_cluster_id
 from frtwatch.stack.kafka_secrets import KafkaSecrets, write_private
 

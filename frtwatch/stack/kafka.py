@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts import topics
+from core.kafka_security import PLAINTEXT, KafkaSecurity, Role, scram_jaas
 from frtwatch import REPO_ROOT
-from frtwatch.kafka_security import PLAINTEXT, KafkaSecurity, Role, scram_jaas
 from frtwatch.stack.kafka_acls import grant_roles, super_users
 from frtwatch.stack.kafka_secrets import NODE_NAME, KafkaSecrets, write_private
 from frtwatch.stack.process import ManagedProcess, StackError, free_ports, stop_all

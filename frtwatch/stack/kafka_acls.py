@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts import topics
-from frtwatch.kafka_security import KafkaSecurity, KafkaSecurityError, Role
+from core.kafka_security import KafkaSecurity, KafkaSecurityError, Role
 
 # The processor's faust app id (stream_processors.app): its consumer group, and the prefix of
 # the topics faust makes for it (table changelogs, the leader assignor's topic).

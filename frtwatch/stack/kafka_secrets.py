@@ -3,7 +3,7 @@ for docker-compose in one volume (frtwatch.stack.compose).
 
 A CA of its own signs one certificate for 127.0.0.1 (and any host names given) that every node
 serves, to clients and to the other nodes (the controller quorum uses mutual TLS with it). The
-CA's key is not kept: nothing can be signed later. Each role's principal (frtwatch.kafka_security.
+CA's key is not kept: nothing can be signed later. Each role's principal (core.kafka_security.
 Role) and the brokers' own user get random passwords, one file each. Private keys and passwords
 are mode 0600.
 """
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from frtwatch.kafka_security import MECHANISMS, SASL_SSL, KafkaSecurity, Role, password_file_name
+from core.kafka_security import MECHANISMS, SASL_SSL, KafkaSecurity, Role, password_file_name
 
 BROKER_USER = "frtwatch-broker"  # the nodes' own user, for replication between brokers
 VALIDITY = timedelta(days=3650)

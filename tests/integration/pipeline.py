@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from audit.sink import TOPICS as SINK_TOPICS
 from audit.store import Store
 from contracts import ContractError, decode_event, topics
-from frtwatch.config import kafka_environment
+from core.settings import kafka_environment
 from frtwatch.stack.kafka import KafkaCluster
 from producers.simulator import Simulation, plan, write_keys
 

@@ -31,9 +31,9 @@ from kafka.admin import (
 from kafka.errors import ClusterAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
 
 from contracts import decode_event, topics
+from core.kafka_security import SASL_SSL, KafkaSecurity, Role, password_file_name
+from core.settings import Settings, kafka_environment
 from frtwatch import REPO_ROOT
-from frtwatch.config import Settings, kafka_environment
-from frtwatch.kafka_security import SASL_SSL, KafkaSecurity, Role, password_file_name
 from frtwatch.stack.kafka import KafkaCluster, ensure_jars, java_command
 from frtwatch.stack.kafka_acls import GRANTS, acls
 from frtwatch.stack.kafka_secrets import KafkaSecrets

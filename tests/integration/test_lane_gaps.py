@@ -8,7 +8,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.structs import OffsetAndMetadata
 
-from frtwatch.kafka_security import PLAINTEXT
+from core.kafka_security import PLAINTEXT
 from frtwatch.stack.kafka import KafkaCluster
 from stream_processors.lane_gaps import read_skipped, resume_offsets
 

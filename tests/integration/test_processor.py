@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from kafka import KafkaProducer
 
 from contracts import topics
+from contracts.bundle import Bundle
 from contracts.codec import SigningKey
 from contracts.keyring import HMAC_SHA256, Keyring
 from contracts.timestamps import format_timestamp
@@ -19,7 +20,6 @@ from frtwatch.stack.kafka import KafkaCluster
 from producers.builder import EventBuilder
 from producers.sender import producer_settings
 from producers.simulator import Simulation, plan
-from stream_processors.bundle import Bundle
 from stream_processors.fetch_wait import FETCH_WAIT_MS
 from stream_processors.outputs import dead_letter_value
 from stream_processors.router import route

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 
 from contracts import topics
 from contracts.records import revision_id
-from frtwatch.kafka_security import PLAINTEXT
+from core.kafka_security import PLAINTEXT
 from frtwatch.stack.kafka import KafkaCluster
 from stream_processors.readback import MARGIN_MS, lane_of, published_since
 from tests.integration.pipeline import PARTITIONS

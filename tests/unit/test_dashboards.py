@@ -18,8 +18,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from audit.metrics import SinkMetrics
 from frtwatch import REPO_ROOT
-from stream_processors.metrics import ProcessorMetrics, SinkMetrics
+from stream_processors.metrics import ProcessorMetrics
 
 DASHBOARDS_DIR = REPO_ROOT / "dashboards"
 DATASOURCES = REPO_ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml"

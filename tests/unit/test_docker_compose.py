@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
+from core.kafka_security import Role, password_file_name
 from frtwatch import REPO_ROOT
-from frtwatch.kafka_security import Role, password_file_name
 from frtwatch.stack.compose import write_compose_secrets
 from frtwatch.stack.kafka_acls import super_users
 from frtwatch.stack.kafka_secrets import BROKER_USER, NODE_NAME

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from contracts import topics
-from frtwatch.config import Settings, kafka_environment
-from frtwatch.kafka_security import PLAINTEXT, SASL_SSL, KafkaSecurity, KafkaSecurityError, Role
+from core.kafka_security import PLAINTEXT, SASL_SSL, KafkaSecurity, KafkaSecurityError, Role
+from core.settings import Settings, kafka_environment
 from frtwatch.stack.kafka_acls import GRANTS, Grant
 from frtwatch.stack.kafka_secrets import KafkaSecrets
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from frtwatch.kafka_security import (
+from core.kafka_security import (
     PLAINTEXT_PROTOCOL,
     KafkaSecurity,
     KafkaSecurityError,
