@@ -27,10 +27,11 @@ import msgspec
 from contracts.events import ConsentGranted, ConsentWithdrawn, DeviceRegistered, Envelope, RegistrySnapshot
 from contracts.records import Violation
 from contracts.timestamps import format_timestamp, parse_timestamp
+from stream_processors.rules import plan
 from stream_processors.rules.evidence import Evidence, Key, Opened, epoch_ms, from_epoch_ms
 from stream_processors.rules.facts import DEVICE_FACTS, Consent, Facts, Registration
-from stream_processors.rules.pack import Case, Condition, Pack, Rule
-from stream_processors.rules.predicates import PREDICATES, Context
+from stream_processors.rules.pack import Case, Pack, Rule
+from stream_processors.rules.predicates import Context
 
 DEFAULT_GRACE = timedelta(seconds=10)
 DEFAULT_HORIZON = timedelta(hours=24)
@@ -45,9 +46,6 @@ def violation_id(policy_pack: str, rule_id: str, event_id: str) -> str:
     return hashlib.sha256(f"{policy_pack}\x1f{rule_id}\x1f{event_id}".encode()).hexdigest()[:32]
 
 
-Check = Callable[[Context], bool]
-
-
 @dataclass(frozen=True)
 class _Entry:
     order: int  # the case's place in the packs: violations come out in this order
@@ -58,33 +56,9 @@ class _Entry:
     about_registration: bool  # the case is the unregistered-device one
 
 
-@dataclass(frozen=True)
-class _Group:
-    """Cases asking the same questions, answered once per event: both packs share most rules.
-    A case whose predicates read its pack (a filing threshold) is grouped only within it."""
-
-    pack: Pack | None  # the pack the predicates read, None if they read none
-    when: tuple[Check, ...]  # the conditions, resolved to their predicates
-    unless: tuple[Check, ...]  # the rule's exceptions, likewise
-    entries: tuple[_Entry, ...]
-
-
-def _groups(entries: Iterable[_Entry]) -> tuple[_Group, ...]:
-    grouped: dict[tuple[Any, ...], list[_Entry]] = {}
-    for entry in entries:
-        conditions = (*entry.case.when, *entry.rule.unless)
-        per_pack = any(PREDICATES[c.name].per_pack for c in conditions)
-        key = (entry.pack.name if per_pack else None, entry.case.when, entry.rule.unless)
-        grouped.setdefault(key, []).append(entry)
-    return tuple(
-        _Group(
-            members[0].pack if key[0] is not None else None,
-            _checks(members[0].case.when),
-            _checks(members[0].rule.unless),
-            tuple(members),
-        )
-        for key, members in grouped.items()
-    )
+def _groups(entries: Iterable[_Entry]) -> tuple[plan.Group, ...]:
+    """Cases asking the same question, answered once per event (stream_processors/rules/plan.py)."""
+    return plan.groups(entries)
 
 
 @dataclass
@@ -150,7 +124,7 @@ class Engine:
                         rule,
                         case,
                         case.waits,
-                        any(c.name == "device_unregistered" for c in case.when),
+                        case.about_registration,
                     )
                     self._entries.append(entry)
                     for event_type in case.on:
@@ -469,7 +443,7 @@ class Engine:
         at: datetime,
         device: Registration | None,
         previous: Registration | None,
-        groups: tuple[_Group, ...],
+        groups: tuple[plan.Group, ...],
     ) -> list[_Entry]:
         """The cases that hold for ``event``, in the packs' order."""
         fired: list[_Entry] = []
@@ -480,7 +454,7 @@ class Engine:
             if ctx is None:
                 pack = group.pack or group.entries[0].pack
                 ctx = contexts[key] = Context(event, at, device, previous, self.facts, pack.name, pack.params)
-            if _all_hold(ctx, group.when) and not _any_holds(ctx, group.unless):
+            if group.holds(ctx):
                 fired += group.entries
         fired.sort(key=_order)
         return fired
@@ -544,29 +518,6 @@ def _describe(fact: Envelope) -> str:
 
 def _order(entry: _Entry) -> int:
     return entry.order
-
-
-# Plain loops: on this per-event path they are measurably faster than all()/any() over generators.
-def _all_hold(ctx: Context, checks: tuple[Check, ...]) -> bool:
-    for holds in checks:  # noqa: SIM110
-        if not holds(ctx):
-            return False
-    return True
-
-
-def _any_holds(ctx: Context, checks: tuple[Check, ...]) -> bool:
-    for holds in checks:  # noqa: SIM110
-        if holds(ctx):
-            return True
-    return False
-
-
-def _checks(conditions: Iterable[Condition]) -> tuple[Check, ...]:
-    def check(condition: Condition) -> Check:
-        test, values = PREDICATES[condition.name].test, condition.values
-        return test if values is None else lambda ctx: bool(test(ctx, values))
-
-    return tuple(check(condition) for condition in conditions)
 
 
 class _Fields(dict[str, Any]):

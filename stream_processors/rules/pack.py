@@ -1,25 +1,58 @@
-"""Policy packs: rules as data (stream_processors/packs/*.yaml), loaded, checked and hashed.
+"""Policy packs: rules as data (stream_processors/packs/*.yaml), loaded, checked, compiled and hashed.
 
-A pack names its lists and parameters and its rules; each rule has one or more cases (the event
-types it judges, ``events`` and the predicates that must all hold), exceptions (predicates any of which
-stops it), and an explanation template. A pack may extend another and override rules by id.
+A pack names its lists, parameters and macros, and its rules. A rule has one or more cases,
+each the event types it judges (``events``), a condition that must hold (``when``), exceptions
+(``unless``: conditions any of which stops it) and an explanation template; a rule's own
+``unless`` applies to every case. A condition is:
+
+- a name: a predicate (stream_processors/rules/predicates.py) or a macro of the pack;
+- ``{in: {field: F, values: V}}``: the event's field F (``device.F``: the device's registered
+  fact) is one of V, a list or a list's name; for a list field, any of its items is (with
+  ``every: true``, each is); ``ignore_case: true`` compares strings in lower case;
+- ``{not: C}``, ``{any: [C, ...]}``, ``{all: [C, ...]}``, nested at will; a list where one
+  condition is expected means ``all`` (``any`` for ``unless``).
+
 A list item "@name" includes another list, so a deployment fills the empty ``deployment_*``
 lists (an extensions file) without editing a rule.
+
+``extends: BASE`` merges a pack into its base. Lists, parameters and macros merge by name, the
+child's replacing the base's, and the base's rules use the merged ones. Rules merge by id: a new
+id is added; for a base rule, each key the child gives (title, severity, reference, tags,
+unless, enabled) replaces the base's, and its cases are changed by ``cases`` (a list replaces
+them all; a mapping from case number, 1 first, to keys replaces those keys of that case only)
+and ``append_cases`` (a list added after them). ``remove: [ID, ...]`` drops base rules.
+
+Each case's condition is compiled once, when the pack is loaded (stream_processors/rules/plan.py).
 """
 
 import hashlib
 import json
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast, get_args
 
+import msgspec
 import yaml
 
-from contracts.events import EVENT_CLASSES
+from contracts.events import EVENT_CLASSES, DeviceRegistered
 from contracts.vocabulary import Severity
 from stream_processors.rules.facts import DEVICE_FACTS
+from stream_processors.rules.plan import (
+    FALSE,
+    AllOf,
+    AnyOf,
+    Check,
+    Condition,
+    In,
+    Not,
+    Test,
+    about_registration,
+    compile_case,
+    per_pack,
+    waits,
+)
 from stream_processors.rules.predicates import PREDICATES
 
 PACKS_DIR = Path(__file__).parent.parent / "packs"
@@ -27,29 +60,32 @@ SEVERITIES = set(get_args(Severity))
 _FIELDS = {cls.__struct_config__.tag: set(cls.__struct_fields__) for cls in EVENT_CLASSES}
 
 
+def _list_fields(cls: Any) -> set[str]:
+    return {
+        f.name
+        for f in msgspec.structs.fields(cls)
+        if isinstance(msgspec.inspect.type_info(f.type), msgspec.inspect.ListType)
+    }
+
+
+_LIST_FIELDS = {cls.__struct_config__.tag: _list_fields(cls) for cls in EVENT_CLASSES}
+_DEVICE_LIST_FACTS = _list_fields(DeviceRegistered) & set(DEVICE_FACTS)
+
+
 class PackError(ValueError):
-    """A pack that cannot be used; the message names the file and the rule."""
-
-
-@dataclass(frozen=True)
-class Condition:
-    name: str
-    values: frozenset[str] | None = None
-
-    @property
-    def waits(self) -> bool:
-        return PREDICATES[self.name].waits
+    """A pack that cannot be used; the message names the file, the rule and the case."""
 
 
 @dataclass(frozen=True)
 class Case:
     on: frozenset[str]
-    when: tuple[Condition, ...]
+    when: Condition
+    unless: Condition  # the case's exceptions and its rule's: FALSE when none
     explanation: str
-
-    @property
-    def waits(self) -> bool:
-        return any(c.waits for c in self.when)
+    holds: Check = field(compare=False, repr=False)  # when, and not unless, compiled
+    waits: bool = False  # asks about an absence: decided after the grace period
+    about_registration: bool = False  # the question left when the device is still unregistered
+    per_pack: bool = False  # reads its pack's name or parameters
 
 
 @dataclass(frozen=True)
@@ -60,7 +96,6 @@ class Rule:
     reference: str
     tags: tuple[str, ...]
     cases: tuple[Case, ...]
-    unless: tuple[Condition, ...]
 
 
 @dataclass(frozen=True)
@@ -112,48 +147,75 @@ def _read(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise PackError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(document, dict):
-        raise PackError(f"{path}: a pack is a mapping with pack, title, lists, params and rules")
+        raise PackError(f"{path}: a pack is a mapping with pack, title, lists, params, macros and rules")
     return document
 
 
 def _resolve(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    """The pack document with its ``extends`` chain merged in (rules overridden by id)."""
+    """The pack document with its ``extends`` chain merged in (see the module's docstring)."""
     if path in seen:
         raise PackError(f"{path}: extends itself through {' -> '.join(map(str, seen))}")
     document = _read(path)
     for key in ("pack", "title", "rules"):
         if key not in document:
             raise PackError(f"{path}: missing {key!r}")
+    for rule in document["rules"]:
+        if not isinstance(rule, dict) or "id" not in rule:
+            raise PackError(f"{path}: every rule needs an id")
     base_name = document.get("extends")
     if base_name is None:
-        document.setdefault("lists", {})
-        document.setdefault("params", {})
-        return document
+        for rule in document["rules"]:
+            if "append_cases" in rule:
+                raise PackError(f"{path}: rule {rule['id']}: append_cases, but it extends no rule")
+        return {**document, **{key: document.get(key) or {} for key in ("lists", "params", "macros")}}
     base = _resolve(
         _pack_path(str(base_name)) if "/" in str(base_name) else path.parent / f"{base_name}.yaml",
         (*seen, path),
     )
     rules = {rule["id"]: rule for rule in base["rules"]}
     for rule in document["rules"]:
-        if not isinstance(rule, dict) or "id" not in rule:
-            raise PackError(f"{path}: every rule needs an id")
-        rules[rule["id"]] = {**rules.get(rule["id"], {}), **rule}
+        inherited = rules.get(rule["id"])
+        where = f"{path}: rule {rule['id']}"
+        rules[rule["id"]] = rule if inherited is None else _merge_rule(where, inherited, rule)
     for removed in document.get("remove", []):
         rules.pop(removed, None)
     return {
         "pack": document["pack"],
         "title": document["title"],
-        "lists": {**base["lists"], **(document.get("lists") or {})},
-        "params": {**base["params"], **(document.get("params") or {})},
+        **{key: {**base[key], **(document.get(key) or {})} for key in ("lists", "params", "macros")},
         "rules": list(rules.values()),
     }
 
 
+def _merge_rule(where: str, base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """A base rule with a child pack's changes: keys replaced, cases replaced, changed or added."""
+    merged = {**base, **{k: v for k, v in child.items() if k not in ("cases", "append_cases")}}
+    cases = child.get("cases")
+    if isinstance(cases, dict):
+        changed = list(base.get("cases") or [])
+        for number, keys in cases.items():
+            if not isinstance(number, int) or not 1 <= number <= len(changed):
+                raise PackError(f"{where}: no case {number!r} to change (it has {len(changed)})")
+            if not isinstance(keys, dict) or not isinstance(changed[number - 1], dict):
+                raise PackError(f"{where}, case {number}: a change is a mapping of the case's keys")
+            changed[number - 1] = {**changed[number - 1], **keys}
+        merged["cases"] = changed
+    elif cases is not None:
+        merged["cases"] = cases
+    appended = child.get("append_cases")
+    if appended is not None:
+        if not isinstance(appended, list):
+            raise PackError(f"{where}: append_cases is a list of cases")
+        merged["cases"] = [*(merged.get("cases") or []), *appended]
+    return merged
+
+
 def _build(path: Path, document: dict[str, Any]) -> Pack:
     lists = _expand_lists(path, document["lists"])
+    macros = _Macros(path, document["macros"], lists)
     rules, ids = [], set()
     for raw in document["rules"]:
-        rule = _rule(path, raw, lists)
+        rule = _rule(path, raw, lists, macros)
         if rule.rule_id in ids:
             raise PackError(f"{path}: rule {rule.rule_id} is defined twice")
         ids.add(rule.rule_id)
@@ -168,6 +230,7 @@ def _build(path: Path, document: dict[str, Any]) -> Pack:
             "pack": document["pack"],
             "lists": {k: sorted(v) for k, v in lists.items()},
             "params": params,
+            "macros": document["macros"],
             "rules": document["rules"],
         },
         sort_keys=True,
@@ -192,7 +255,7 @@ def _expand_lists(path: Path, raw: dict[str, Any]) -> dict[str, frozenset[str]]:
     return {name: expand(name, ()) for name in raw}
 
 
-def _rule(path: Path, raw: dict[str, Any], lists: dict[str, frozenset[str]]) -> Rule:
+def _rule(path: Path, raw: dict[str, Any], lists: dict[str, frozenset[str]], macros: "_Macros") -> Rule:
     rule_id = raw.get("id", "?")
     where = f"{path}: rule {rule_id}"
     if not re.fullmatch(r"FRT-[A-Z0-9-]+", str(rule_id)):
@@ -204,8 +267,12 @@ def _rule(path: Path, raw: dict[str, Any], lists: dict[str, frozenset[str]]) -> 
         raise PackError(
             f"{where}: severity {raw['severity']!r} is not one of {', '.join(sorted(SEVERITIES))}"
         )
-    unless = tuple(_condition(where, item, lists) for item in raw.get("unless") or [])
-    cases = tuple(_case(f"{where}, case {n + 1}", case, lists) for n, case in enumerate(raw["cases"]))
+    if not isinstance(raw["cases"], list):
+        raise PackError(f"{where}: cases is a list")
+    unless = _parse_all(where, raw.get("unless"), lists, macros, AnyOf)
+    cases = tuple(
+        _case(f"{where}, case {n + 1}", case, lists, macros, unless) for n, case in enumerate(raw["cases"])
+    )
     return Rule(
         str(rule_id),
         str(raw["title"]),
@@ -213,11 +280,12 @@ def _rule(path: Path, raw: dict[str, Any], lists: dict[str, frozenset[str]]) -> 
         str(raw["reference"]),
         tuple(raw.get("tags") or ()),
         cases,
-        unless,
     )
 
 
-def _case(where: str, raw: Any, lists: dict[str, frozenset[str]]) -> Case:
+def _case(
+    where: str, raw: Any, lists: dict[str, frozenset[str]], macros: "_Macros", rule_unless: Condition
+) -> Case:
     if (
         not isinstance(raw, dict)
         or not raw.get("events")
@@ -229,33 +297,138 @@ def _case(where: str, raw: Any, lists: dict[str, frozenset[str]]) -> Case:
     unknown = on - set(_FIELDS)
     if unknown:
         raise PackError(f"{where}: unknown event type(s) {', '.join(sorted(unknown))}")
-    fields = set.intersection(*(_FIELDS[t] for t in on)) | {f"device_{f}" for f in DEVICE_FACTS}
+    fields = set.intersection(*(_FIELDS[t] for t in on))
     for _, placeholder, _, _ in string.Formatter().parse(raw["explanation"]):
-        if placeholder is not None and placeholder not in fields:
+        if placeholder is not None and placeholder not in fields | {f"device_{f}" for f in DEVICE_FACTS}:
             raise PackError(
                 f"{where}: explanation uses {{{placeholder}}}, which {', '.join(sorted(on))} lacks"
             )
-    return Case(on, tuple(_condition(where, item, lists) for item in raw["when"]), str(raw["explanation"]))
+    when = _parse_all(where, raw["when"], lists, macros, AllOf)
+    own_unless = _parse_all(where, raw.get("unless"), lists, macros, AnyOf)
+    unless = _either(rule_unless, own_unless)
+    when, unless = _typed(where, when, on), _typed(where, unless, on)
+    return Case(
+        on,
+        when,
+        unless,
+        str(raw["explanation"]),
+        compile_case(when, unless),
+        waits(when) or waits(unless),
+        about_registration(when),
+        per_pack(when) or per_pack(unless),
+    )
 
 
-def _condition(where: str, item: Any, lists: dict[str, frozenset[str]]) -> Condition:
-    if isinstance(item, str):
-        name, argument = item, None
-    elif isinstance(item, dict) and len(item) == 1:
-        name, argument = next(iter(item.items()))
+def _either(first: Condition, second: Condition) -> Condition:
+    parts = tuple(part for part in (first, second) if part != FALSE)
+    return parts[0] if len(parts) == 1 else AnyOf(parts)
+
+
+def _typed(where: str, condition: Condition, on: frozenset[str]) -> Condition:
+    """The condition with each field checked against the case's event types and marked as a
+    list or not (a field of a macro or of the rule's ``unless`` is checked for every case)."""
+    if isinstance(condition, In):
+        name = condition.field
+        if name.startswith("device."):
+            fact = name.removeprefix("device.")
+            if fact not in DEVICE_FACTS:
+                raise PackError(f"{where}: unknown device fact {fact!r} (one of {', '.join(DEVICE_FACTS)})")
+            is_list = fact in _DEVICE_LIST_FACTS
+        else:
+            lacking = sorted(t for t in on if name not in _FIELDS[t])
+            if lacking:
+                raise PackError(f"{where}: field {name!r} is not a field of {', '.join(lacking)}")
+            kinds = {name in _LIST_FIELDS[t] for t in on}
+            if len(kinds) > 1:
+                raise PackError(f"{where}: field {name!r} is a list in some of the case's events only")
+            (is_list,) = kinds
+        if condition.every and not is_list:
+            raise PackError(f"{where}: every applies to a list field, not {name!r}")
+        return In(name, condition.values, condition.every, condition.ignore_case, is_list)
+    if isinstance(condition, Not):
+        return Not(_typed(where, condition.of, on))
+    if isinstance(condition, AnyOf | AllOf):
+        return type(condition)(tuple(_typed(where, part, on) for part in condition.of))
+    return condition
+
+
+def _parse_all(
+    where: str, raw: Any, lists: dict[str, frozenset[str]], macros: "_Macros", combine: type[AnyOf | AllOf]
+) -> Condition:
+    """A condition, or a list of them combined (``when``: all; ``unless``: any)."""
+    if raw is None:
+        return FALSE if combine is AnyOf else AllOf(())
+    if isinstance(raw, list):
+        parts = tuple(_parse(where, item, lists, macros, ()) for item in raw)
+        return parts[0] if len(parts) == 1 else combine(parts)
+    return _parse(where, raw, lists, macros, ())
+
+
+def _parse(
+    where: str, raw: Any, lists: dict[str, frozenset[str]], macros: "_Macros", trail: tuple[str, ...]
+) -> Condition:
+    if isinstance(raw, str):
+        if raw in macros.raw:
+            return macros.expand(where, raw, trail)
+        if raw not in PREDICATES:
+            raise PackError(f"{where}: unknown predicate {raw!r}")
+        return Test(raw)
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise PackError(
+            f"{where}: a condition is a predicate or macro name, or one of not, any, all, in; not {raw!r}"
+        )
+    ((operator, argument),) = raw.items()
+    if operator == "not":
+        return Not(_parse(where, argument, lists, macros, trail))
+    if operator in ("any", "all"):
+        if not isinstance(argument, list):
+            raise PackError(f"{where}: {operator} takes a list of conditions")
+        parts = tuple(_parse(where, item, lists, macros, trail) for item in argument)
+        return AnyOf(parts) if operator == "any" else AllOf(parts)
+    if operator == "in":
+        return _parse_in(where, argument, lists)
+    raise PackError(
+        f"{where}: a condition is a predicate or macro name, or one of not, any, all, in; not {raw!r}"
+    )
+
+
+def _parse_in(where: str, argument: Any, lists: dict[str, frozenset[str]]) -> In:
+    if not isinstance(argument, dict) or not {"field", "values"} <= argument.keys():
+        raise PackError(f"{where}: in takes {{field: F, values: a list or a list's name}}")
+    extra = argument.keys() - {"field", "values", "every", "ignore_case"}
+    if extra:
+        raise PackError(f"{where}: in has no key(s) {', '.join(sorted(extra))}")
+    values = argument["values"]
+    if isinstance(values, str):
+        if values not in lists:
+            raise PackError(f"{where}: unknown list {values!r}")
+        chosen: frozenset[Any] = lists[values]
+    elif isinstance(values, list) and all(v is None or isinstance(v, str | bool | int) for v in values):
+        chosen = frozenset(values)
     else:
-        raise PackError(f"{where}: a condition is a predicate name or {{name: list}}, not {item!r}")
-    predicate = PREDICATES.get(name)
-    if predicate is None:
-        raise PackError(f"{where}: unknown predicate {name!r}")
-    if predicate.takes_list != (argument is not None):
-        raise PackError(f"{where}: predicate {name!r} {'needs' if predicate.takes_list else 'takes no'} list")
-    if argument is None:
-        return Condition(name)
-    if isinstance(argument, str):
-        if argument not in lists:
-            raise PackError(f"{where}: unknown list {argument!r}")
-        return Condition(name, lists[argument])
-    if isinstance(argument, list):
-        return Condition(name, frozenset(map(str, argument)))
-    raise PackError(f"{where}: the argument of {name!r} is a list name or a list")
+        raise PackError(f"{where}: the values of in are a list name or a list of scalars")
+    ignore_case = argument.get("ignore_case") is True
+    if ignore_case:
+        chosen = frozenset(v.lower() if isinstance(v, str) else v for v in chosen)
+    return In(str(argument["field"]), chosen, argument.get("every") is True, ignore_case)
+
+
+class _Macros:
+    """A pack's macros, each expanded and checked once, at load (an error names the macro)."""
+
+    def __init__(self, path: Path, raw: dict[str, Any], lists: dict[str, frozenset[str]]) -> None:
+        self.raw, self.lists = raw, lists
+        self._expanded: dict[str, Condition] = {}
+        for name in raw:
+            if name in PREDICATES:
+                raise PackError(f"{path}: macro {name!r} has the name of a predicate")
+        for name in raw:
+            self.expand(f"{path}: macro {name}", name, ())
+
+    def expand(self, where: str, name: str, trail: tuple[str, ...]) -> Condition:
+        if name in trail:
+            raise PackError(f"{where}: macro cycle {' -> '.join((*trail, name))}")
+        known = self._expanded.get(name)
+        if known is None:
+            known = self._expanded[name] = _parse(where, self.raw[name], self.lists, self, (*trail, name))
+        return known

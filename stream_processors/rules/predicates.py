@@ -1,9 +1,12 @@
-"""The named predicates policy packs build conditions from.
+"""The named predicates policy packs build conditions from: the questions that need more than
+a field's value (consent validity, the device's registration history, filing deadlines). A
+field's value in a list is the language's own ``in`` (stream_processors/rules/plan.py).
 
-Each takes the evaluation context and, when the pack passes one, an argument (a list of
-values, resolved from the pack's named lists). ``waits=True`` marks predicates that look for
-the absence of an earlier event (a consent, a registration): a rule using one is decided only
-after the grace period, when late arrivals have had their chance.
+Each takes the evaluation context. Its properties tell the engine what it needs, so the engine
+names none of them: ``waits`` marks a question about the absence of an earlier event (a
+consent, a registration), decided only after the grace period, when late arrivals have had
+their chance; ``about_registration`` the question left when the device is still unregistered
+then; ``per_pack`` one that reads its pack's name or parameters.
 """
 
 from collections.abc import Callable
@@ -50,9 +53,9 @@ class Context:
 
 @dataclass(frozen=True)
 class Predicate:
-    test: Callable[..., bool]
-    takes_list: bool
+    test: Callable[[Context], bool]
     waits: bool
+    about_registration: bool
     per_pack: bool  # reads the pack's name or params: not shared between packs
 
 
@@ -60,10 +63,10 @@ PREDICATES: dict[str, Predicate] = {}
 
 
 def predicate(
-    name: str, *, takes_list: bool = False, waits: bool = False, per_pack: bool = False
-) -> Callable[..., Any]:
-    def register(test: Callable[..., bool]) -> Callable[..., bool]:
-        PREDICATES[name] = Predicate(test, takes_list, waits, per_pack)
+    name: str, *, waits: bool = False, about_registration: bool = False, per_pack: bool = False
+) -> Callable[[Callable[[Context], bool]], Callable[[Context], bool]]:
+    def register(test: Callable[[Context], bool]) -> Callable[[Context], bool]:
+        PREDICATES[name] = Predicate(test, waits, about_registration, per_pack)
         return test
 
     return register
@@ -77,52 +80,18 @@ def _has_subject(ctx: Context) -> bool:
     return getattr(ctx.event, "subject_ref", None) is not None
 
 
-@predicate("legal_basis_in", takes_list=True)
-def _legal_basis_in(ctx: Context, values: frozenset[str]) -> bool:
-    return getattr(ctx.event, "legal_basis", None) in values
-
-
-@predicate("purpose_in", takes_list=True)
-def _purpose_in(ctx: Context, values: frozenset[str]) -> bool:
-    return getattr(ctx.event, "purpose", None) in values
-
-
-@predicate("purpose_not_in", takes_list=True)
-def _purpose_not_in(ctx: Context, values: frozenset[str]) -> bool:
-    return getattr(ctx.event, "purpose", None) not in values
-
-
-@predicate("channel_in", takes_list=True)
-def _channel_in(ctx: Context, values: frozenset[str]) -> bool:
-    return getattr(ctx.event, "verification_channel", None) in values
-
-
-@predicate("attributes_in", takes_list=True)
-def _attributes_in(ctx: Context, values: frozenset[str]) -> bool:
-    return any(attribute.lower() in values for attribute in ctx.event.attributes)
-
-
-@predicate("media_kind_in", takes_list=True)
-def _media_kind_in(ctx: Context, values: frozenset[str]) -> bool:
-    return getattr(ctx.event, "kind", None) in values
-
-
-@predicate("face_refused_and_denied")
-def _face_refused_and_denied(ctx: Context) -> bool:
-    return bool(ctx.event.face_refused) and ctx.event.outcome == "denied"
-
-
 # -- consent (decided after the grace period) ----------------------------------------------------
 
 
-@predicate("no_valid_consent", waits=True)
-def _no_valid_consent(ctx: Context) -> bool:
-    return not ctx.valid
+@predicate("valid_consent", waits=True)
+def _valid_consent(ctx: Context) -> bool:
+    """The subject had a consent valid at the event's time (given, not expired or withdrawn)."""
+    return bool(ctx.valid)
 
 
-@predicate("valid_consent_not_covering", waits=True)
-def _valid_consent_not_covering(ctx: Context) -> bool:
-    return bool(ctx.valid) and not ctx.covering
+@predicate("consent_covers_purpose", waits=True)
+def _consent_covers_purpose(ctx: Context) -> bool:
+    return bool(ctx.covering)
 
 
 @predicate("subject_is_minor", waits=True)
@@ -133,31 +102,33 @@ def _subject_is_minor(ctx: Context) -> bool:
     return any(c.minor and c.granted_at <= ctx.at for c in consents)
 
 
-@predicate("no_guardian_consent", waits=True)
-def _no_guardian_consent(ctx: Context) -> bool:
-    return not any(c.kind == "guardian" for c in ctx.covering)
+@predicate("guardian_consent", waits=True)
+def _guardian_consent(ctx: Context) -> bool:
+    """A guardian's consent covers the purpose."""
+    return any(c.kind == "guardian" for c in ctx.covering)
 
 
-@predicate("no_separate_consent", waits=True)
-def _no_separate_consent(ctx: Context) -> bool:
-    """No covering consent given separately (a guardian's is a minor's separate consent)."""
-    return not any(c.kind in ("separate", "guardian") for c in ctx.covering)
+@predicate("separate_consent", waits=True)
+def _separate_consent(ctx: Context) -> bool:
+    """A consent given separately covers the purpose (a guardian's is a minor's separate consent)."""
+    return any(c.kind in ("separate", "guardian") for c in ctx.covering)
 
 
-@predicate("no_separate_consent_any_purpose", waits=True)
-def _no_separate_consent_any_purpose(ctx: Context) -> bool:
-    return not any(c.kind in ("separate", "guardian") for c in ctx.valid)
+@predicate("separate_consent_any_purpose", waits=True)
+def _separate_consent_any_purpose(ctx: Context) -> bool:
+    return any(c.kind in ("separate", "guardian") for c in ctx.valid)
 
 
-@predicate("no_consent_for_device_purposes", waits=True)
-def _no_consent_for_device_purposes(ctx: Context) -> bool:
+@predicate("consent_for_device_purposes", waits=True)
+def _consent_for_device_purposes(ctx: Context) -> bool:
+    """A valid consent shares a purpose with the device (any, when a back office keeps it)."""
     purposes = ctx.device_fact("purposes")
-    if purposes is None:  # kept by a back office: any purpose of the operator's
-        return not ctx.valid
-    return not any(c.purposes & set(purposes) for c in ctx.valid)
+    if purposes is None:
+        return bool(ctx.valid)
+    return any(c.purposes & set(purposes) for c in ctx.valid)
 
 
-@predicate("device_unregistered", waits=True)
+@predicate("device_unregistered", waits=True, about_registration=True)
 def _device_unregistered(ctx: Context) -> bool:
     return ctx.event.device_id is not None and ctx.device is None
 
@@ -173,55 +144,10 @@ def _device_facts_changed(ctx: Context) -> bool:
     return ctx.previous is None or any(ctx.previous.facts[f] != ctx.device.facts[f] for f in DEVICE_FACTS)
 
 
-@predicate("device_location_in", takes_list=True)
-def _device_location_in(ctx: Context, values: frozenset[str]) -> bool:
-    return ctx.device_fact("location_type") in values
-
-
-@predicate("device_venue_in", takes_list=True)
-def _device_venue_in(ctx: Context, values: frozenset[str]) -> bool:
-    return ctx.device_fact("venue_type") in values
-
-
-@predicate("device_storage_in", takes_list=True)
-def _device_storage_in(ctx: Context, values: frozenset[str]) -> bool:
-    return ctx.device_fact("storage") in values
-
-
-@predicate("kept_off_device", takes_list=True)
-def _kept_off_device(ctx: Context, remote: frozenset[str]) -> bool:
-    """Kept by a back office (no device), or by a device whose storage is remote."""
-    return ctx.device is None or ctx.device_fact("storage") in remote
-
-
-@predicate("device_has_purpose", takes_list=True)
-def _device_has_purpose(ctx: Context, values: frozenset[str]) -> bool:
-    return bool(values & set(ctx.device_fact("purposes") or ()))
-
-
-@predicate("device_purposes_beyond", takes_list=True)
-def _device_purposes_beyond(ctx: Context, values: frozenset[str]) -> bool:
-    return bool(set(ctx.device_fact("purposes") or ()) - values)
-
-
-@predicate("device_public_place")
-def _device_public_place(ctx: Context) -> bool:
-    return ctx.device_fact("public_place") is True
-
-
-@predicate("device_without_signage")
-def _device_without_signage(ctx: Context) -> bool:
-    return ctx.device_fact("signage") is False
-
-
-@predicate("device_without_alternatives")
-def _device_without_alternatives(ctx: Context) -> bool:
-    return ctx.device is not None and not ctx.device_fact("alternatives")
-
-
-@predicate("device_without_legal_mandate")
-def _device_without_legal_mandate(ctx: Context) -> bool:
-    return ctx.device_fact("legal_mandate") is None
+@predicate("device_offers_alternatives")
+def _device_offers_alternatives(ctx: Context) -> bool:
+    """The device offers another means than the face (a card, a PIN...)."""
+    return bool(ctx.device_fact("alternatives"))
 
 
 # -- the operator's registry ---------------------------------------------------------------------

@@ -206,7 +206,8 @@ def test_an_invalid_pack_is_refused_naming_the_file_and_the_rule(tmp_path: Path)
             "rule FRT-X, case 1: unknown event type(s) face.sold",
         ),
         (
-            "    cases: [{events: [recognition.performed], when: [{purpose_in: nowhere}], explanation: x}]",
+            "    cases: [{events: [recognition.performed], when: [{in: {field: purpose, values: nowhere}}],"
+            " explanation: x}]",
             "rule FRT-X, case 1: unknown list 'nowhere'",
         ),
         (
