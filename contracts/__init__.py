@@ -1,7 +1,5 @@
 """Contract v1 in code: typed events and records, the codec, topics, schemas and examples."""
 
-# First: its finder serves the compiled codec, if built from these sources.
-import frtwatch.compiled  # noqa: F401
 from contracts.codec import (
     MAX_MESSAGE_BYTES,
     ContractError,

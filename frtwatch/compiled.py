@@ -4,10 +4,14 @@ Admission, the codec and the rule engine are plain typed Python; mypyc compiles 
 are into C extensions, and the judging runs 1.25 to 1.6 times as fast (BENCHMARKS.md). Built
 extensions placed beside their sources would win the import even when older than an edit, so
 `frtwatch compile` builds outside the repository, into a directory named by a hash of every
-source of the packages involved (and of the Python ABI), and the finder installed here loads
-from it only the build of the sources as they are now: after any edit the modules run
-interpreted until the next build (``make test`` and ``make demo`` build first).
+source of the packages involved (and of the Python ABI), and the finder ``install`` puts in
+place loads from it only the build of the sources as they are now: after any edit the modules
+run interpreted until the next build (``make test`` and ``make demo`` build first).
 FRTWATCH_COMPILED=0 runs them interpreted whatever is built.
+
+Only entry points install the finder, before they import anything it serves: the `frtwatch`
+command (frtwatch/__main__.py), bench/ (its package init) and the test run (tests/conftest.py).
+A library import (contracts, the device SDK) neither hashes the sources nor changes the path.
 """
 
 import hashlib
@@ -81,8 +85,8 @@ class _CompiledFinder(MetaPathFinder):
 
 
 def install() -> None:
-    """Put the finder ahead of the source files, if a build of these sources exists. Done on
-    import: the packages whose modules are compiled import this module first."""
+    """Put the finder ahead of the source files, if a build of these sources exists (once). An
+    entry point calls it before importing any of MODULES: one imported earlier stays interpreted."""
     if not enabled() or any(isinstance(finder, _CompiledFinder) for finder in sys.meta_path):
         return
     build = build_dir()
@@ -144,6 +148,3 @@ def _prune() -> None:
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-install()

@@ -13,7 +13,36 @@ import pytest
 
 from frtwatch import compiled
 
-LOADED_FROM = "import importlib, sys; print(importlib.import_module(sys.argv[1]).__file__)"
+# What an entry point does (frtwatch/__main__.py): the finder first, then the imports.
+LOADED_FROM = (
+    "import importlib, sys; from frtwatch import compiled; compiled.install();"
+    " print(importlib.import_module(sys.argv[1]).__file__)"
+)
+# What the device SDK, the API, the sink or a worker imports; then what got loaded and installed.
+LIBRARY_IMPORT = (
+    "import json, sys, audit.api, audit.sink, contracts, core.settings, producers.simulator,"
+    " stream_processors.judge; print(json.dumps([sorted(name for name in sys.modules"
+    " if name.startswith('frtwatch')), [type(finder).__name__ for finder in sys.meta_path]]))"
+)
+ENTRY_POINT = (
+    "import sys; from frtwatch.__main__ import main; sys.argv = ['frtwatch', '--help']\n"
+    "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    "from frtwatch import compiled; print(compiled.active())"
+)
+
+
+def _python(code: str) -> str:
+    """The last line ``code`` prints in a fresh interpreter, the compiled judge allowed."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=compiled.ROOT,
+        env={**os.environ, "FRTWATCH_COMPILED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()[-1]
 
 
 def test_the_judge_runs_compiled_unless_turned_off() -> None:
@@ -21,6 +50,15 @@ def test_the_judge_runs_compiled_unless_turned_off() -> None:
         assert compiled.active(), "no build of these sources: run `frtwatch compile` (make test does)"
     else:
         assert not compiled.active()
+
+
+def test_only_entry_points_install_the_finder() -> None:
+    """A library import loads nothing of the CLI package (frtwatch/) and leaves the import path
+    alone; the `frtwatch` command installs the finder before its commands import the judge."""
+    frtwatch_modules, finders = json.loads(_python(LIBRARY_IMPORT))
+    assert frtwatch_modules == []
+    assert "_CompiledFinder" not in finders
+    assert _python(ENTRY_POINT) == "True", "no build of these sources: run `frtwatch compile`"
 
 
 def _copy_of_the_sources(root: Path) -> Path:
