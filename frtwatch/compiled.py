@@ -39,6 +39,7 @@ MODULES = (
     "stream_processors.rules.engine",
     "stream_processors.rules.evidence",
     "stream_processors.rules.facts",
+    "stream_processors.rules.plan",
     "stream_processors.rules.predicates",
 )
 # Compiled code relies on the types of everything it imports, so every source of these packages
