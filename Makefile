@@ -9,6 +9,7 @@ demo: bootstrap
 
 test: bootstrap
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports  # the layers ([tool.importlinter] in pyproject.toml)
 	.venv/bin/mypy
 	.venv/bin/pytest
 	# The pure tests once more with the judge interpreted (frtwatch/compiled.py).
