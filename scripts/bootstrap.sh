@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything frtwatch needs on a fresh machine, idempotently:
 #   1. Debian packages: Java, Maven, Prometheus and Alertmanager (as root, via apt-get);
-#   2. the Python environment in .venv (re-installed when pyproject.toml changes);
+#   2. the Python environment in .venv, exactly requirements.lock (`make lock`) and frtwatch itself
+#      (re-installed when either that or pyproject.toml changes);
 #   3. the Apache Kafka jars from Maven Central into ~/.cache/frtwatch (outside the repo);
 #   4. the judge's hot modules compiled with mypyc, into the same cache.
 set -euo pipefail
@@ -21,12 +22,13 @@ fi
 
 python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null || python=python3
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+stamp=.venv/.installed-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   echo "bootstrap: creating the Python environment in .venv"
   [ -x .venv/bin/python ] || "$python" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip install -q -r requirements.lock  # exact versions, hashes checked
+  .venv/bin/pip install -q --no-deps -e .
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 
