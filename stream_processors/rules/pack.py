@@ -367,6 +367,9 @@ def _parse_all(
 def _parse(
     where: str, raw: Any, lists: dict[str, frozenset[str]], macros: "_Macros", trail: tuple[str, ...]
 ) -> Condition:
+    if isinstance(raw, list):
+        parts = tuple(_parse(where, item, lists, macros, trail) for item in raw)
+        return parts[0] if len(parts) == 1 else AllOf(parts)
     if isinstance(raw, str):
         if raw in macros.raw:
             return macros.expand(where, raw, trail)
