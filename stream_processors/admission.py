@@ -54,10 +54,11 @@ class Rejection:
     detail: str
 
 
-@dataclass
+@dataclass(slots=True)
 class Admission:
     event: Event | None  # None: refused
     problems: list[Rejection] = field(default_factory=list)
+    at: datetime | None = None  # the event's occurred_at, parsed (the engine needs it too)
 
 
 class Keys(Protocol):
@@ -118,27 +119,26 @@ class Gate:
         first = self._seen.get(event.event_id)
         if first is not None:
             if origin and first == origin:
-                return Admission(event)  # the same message again (redelivered after a restart)
+                return Admission(event, [], at)  # the same message again (redelivered after a restart)
             return _refuse("duplicate_event_id", f"event_id {event.event_id} was already accepted")
-        problems = []
-        if event.seq is not None and event.device_id is not None:
-            last = self._last_seq.get(event.device_id)
-            if last is not None and event.seq <= last:
-                return _refuse("seq_backwards", f"seq {event.seq} of {event.device_id} after {last}")
-            if last is not None and event.seq > last + 1:
-                problems.append(
-                    Rejection("seq_gap", f"{event.device_id} skipped seq {last + 1}..{event.seq - 1}")
-                )
-            self._last_seq[event.device_id] = event.seq
+        problems: list[Rejection] = []
+        seq, device = event.seq, event.device_id
+        if seq is not None and device is not None:
+            last = self._last_seq.get(device)
+            if last is not None:
+                if seq <= last:
+                    return _refuse("seq_backwards", f"seq {seq} of {device} after {last}")
+                if seq > last + 1:
+                    problems.append(Rejection("seq_gap", f"{device} skipped seq {last + 1}..{seq - 1}"))
+            self._last_seq[device] = seq
         self._remember(event.event_id, origin)
-        return Admission(event, problems)
+        return Admission(event, problems, at)
 
     def _identify(self, raw: bytes, event: Event, at: datetime) -> Admission | None:
         """None if the event's source is who it claims, or may send unsigned; else the refusal."""
         assert self.keys is not None
         keyring = self.keys.current()
         operator, device = event.operator_id, event.device_id
-        source = f"{operator}/{device or 'back-office'}"
         keys = keyring.keys_of(operator, device)
         if not keys:
             elsewhere = keyring.operators_of(device) if device is not None else set()
@@ -149,22 +149,25 @@ class Gate:
                 )
             if event.sig is None and operator in self.unsigned_operators:
                 return None
-            return _refuse("unknown_source", f"{source} has no registered key")
+            return _refuse("unknown_source", f"{_source(event)} has no registered key")
         if event.sig is None:
-            return _refuse("missing_signature", f"{source} has a registered key but the event is unsigned")
+            return _refuse(
+                "missing_signature", f"{_source(event)} has a registered key but the event is unsigned"
+            )
         for entry, key in keys:
             if not verify(raw, key):
                 continue
             if entry.revoked_at is not None:
                 return _refuse(
-                    "revoked_key", f"{source}'s key {entry.key_id} was revoked at {entry.revoked_at}"
+                    "revoked_key", f"{_source(event)}'s key {entry.key_id} was revoked at {entry.revoked_at}"
                 )
             if entry.valid_until is not None and at > parse_timestamp(entry.valid_until):
                 return _refuse(
-                    "expired_key", f"{source}'s key {entry.key_id} was rotated out at {entry.valid_until}"
+                    "expired_key",
+                    f"{_source(event)}'s key {entry.key_id} was rotated out at {entry.valid_until}",
                 )
             return None
-        return _refuse("bad_signature", f"signature does not match a key of {source}")
+        return _refuse("bad_signature", f"signature does not match a key of {_source(event)}")
 
     def _remember(self, event_id: str, origin: str) -> None:
         self._seen[event_id] = origin or "-"
@@ -173,6 +176,11 @@ class Gate:
         self._recent.append(event_id)
         if len(self._recent) > self._dedup_window:
             self._seen.pop(self._recent.popleft(), None)
+
+
+def _source(event: Event) -> str:
+    """The source an event claims, as a refusal names it."""
+    return f"{event.operator_id}/{event.device_id or 'back-office'}"
 
 
 def _refuse(reason: str, detail: str) -> Admission:

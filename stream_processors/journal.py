@@ -38,20 +38,23 @@ class RecordingDict(dict[str, Any]):
         self.added: dict[str, Any] = {}
         self.removed: set[str] = set()
 
+    # Called for every event judged: dict's own methods, not super()'s lookups.
     def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
+        dict.__setitem__(self, key, value)
         self.added[key] = value
-        self.removed.discard(key)
+        if self.removed:
+            self.removed.discard(key)
 
     def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
+        dict.__delitem__(self, key)
         self.added.pop(key, None)
         self.removed.add(key)
 
     def pop(self, key: str, *default: Any) -> Any:
         if key in self:
-            value = self[key]
-            del self[key]
+            value = dict.pop(self, key)
+            self.added.pop(key, None)
+            self.removed.add(key)
             return value
         if default:
             return default[0]

@@ -104,17 +104,20 @@ class Judge:
         if event is None:
             return verdict
         engine = self.engine(lane)
+        at = admission.at if admission.at is not None else parse_timestamp(event.occurred_at)
         if lane not in self._judged_lanes:
             # The verdicts made before this judge's first event of the lane (by another worker,
             # or by this one before a restart) are not in its evidence: only facts and waiting
             # events are stored. A fact older than that cannot revise them, and is counted.
             self._judged_lanes.add(lane)
-            engine.evidence_from(parse_timestamp(event.occurred_at))
+            engine.evidence_from(at)
+        stored = None
         if event.event_type in FACT_TYPES:
-            self.facts[event.event_id] = f"{lane}|{raw.decode()}"
-        found = engine.process(event, source=None if self._marks_only else origin.rpartition(":")[0])
+            stored = self.facts[event.event_id] = f"{lane}|{raw.decode()}"
+        source = None if self._marks_only else origin.rpartition(":")[0]
+        found = engine.process(event, source, at)
         if engine.last_queued:
-            self.pending[event.event_id] = f"{lane}|{raw.decode()}"
+            self.pending[event.event_id] = stored or f"{lane}|{raw.decode()}"
         self._forget_decided((engine,))  # only this lane's engine has decided anything
         verdict.violations = self._unpublished(found)
         return verdict

@@ -155,14 +155,18 @@ class Engine:
         self.decided: list[str] = []  # ids of waiting events decided since the caller last cleared it
         self.last_queued = False  # whether the last processed event now waits for its grace period
 
-    def process(self, event: Envelope, source: str | None = "") -> list[Violation]:
+    def process(
+        self, event: Envelope, source: str | None = "", at: datetime | None = None
+    ) -> list[Violation]:
         """Judge one event; return the violations now decided (its own immediate ones and any
         waiting ones whose grace period this event's time has closed). ``source`` names the
         input partition it came through: event time advances only as far as the slowest
         source has reached, so a source that lags (a stalled router, a rebalance) holds
         decisions back instead of having its late events judged without them. ``None``: the
-        event does not move event time (a replay while rebuilding state)."""
-        at = parse_timestamp(event.occurred_at)
+        event does not move event time (a replay while rebuilding state). ``at``: its occurred_at
+        already parsed (by the gate)."""
+        if at is None:
+            at = parse_timestamp(event.occurred_at)
         self.stats.events += 1
         if self._watermark is not None and at < self._watermark - self.grace:
             self.stats.late_events += 1
