@@ -49,6 +49,9 @@ class Envelope(msgspec.Struct, kw_only=True, tag_field="type", frozen=True):
 
     # Timestamp fields whose calendar values are checked after decoding (the pattern checks shape).
     timestamp_fields: ClassVar[tuple[str, ...]] = ("occurred_at",)
+    # The type tag, set for each event class below: a class attribute, because the judge reads
+    # it several times an event and a property is a call each time.
+    event_type: ClassVar[str] = ""
 
     schema: Literal["frt.v1"]
     event_id: Annotated[
@@ -75,9 +78,6 @@ class Envelope(msgspec.Struct, kw_only=True, tag_field="type", frozen=True):
             except ValueError:
                 raise ValueError(f"not a real date and time {value!r} - at `$.{name}`") from None
 
-    @property
-    def event_type(self) -> str:
-        return type(self).__struct_config__.tag  # type: ignore[return-value]
 
 
 class DeviceRegistered(Envelope, tag="device.registered", frozen=True):
@@ -178,4 +178,6 @@ EVENT_CLASSES: tuple[type[Envelope], ...] = (
     EntryAttempted,
     RegistrySnapshot,
 )
-EVENT_TYPES: tuple[str, ...] = tuple(cls.__struct_config__.tag for cls in EVENT_CLASSES)  # type: ignore[misc]
+EVENT_TYPES: tuple[str, ...] = tuple(str(cls.__struct_config__.tag) for cls in EVENT_CLASSES)
+for _class, _type in zip(EVENT_CLASSES, EVENT_TYPES, strict=True):
+    _class.event_type = _type

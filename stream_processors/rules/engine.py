@@ -524,16 +524,21 @@ def _order(entry: _Entry) -> int:
     return entry.order
 
 
-class _Fields(dict[str, Any]):
-    """Values for an explanation template: the event's fields and the device's as device_*."""
+class _Fields:
+    """Values for an explanation template: the event's fields and the device's as device_*,
+    looked up as the template names them (no copy of the event made for each violation)."""
 
     def __init__(self, event: Envelope, device: Registration | None) -> None:
-        super().__init__(msgspec.structs.asdict(event))
-        if device is not None:
-            self.update({f"device_{name}": value for name, value in device.facts.items()})
+        self.event, self.device = event, device
 
     def __getitem__(self, key: str) -> Any:
-        value = super().__getitem__(key)
+        device = self.device
+        if device is not None and key.startswith("device_") and key[7:] in device.facts:
+            value = device.facts[key[7:]]
+        elif key in self.event.__struct_fields__:
+            value = getattr(self.event, key)
+        else:
+            raise KeyError(key)
         if isinstance(value, list):
             return ", ".join(map(str, value))
         return "none" if value is None else value

@@ -61,10 +61,14 @@ class _Chunk:
         self.blob: bytes = lz4.block.compress(b"".join(events), store_size=True)
         self.ends, self.latest = ends, latest  # latest: its newest event time (epoch ms)
 
-    def events(self) -> list[bytes]:
+    def unpack(self) -> bytes:
         data: bytes = lz4.block.decompress(self.blob)
-        starts = [0, *self.ends[:-1]]
-        return [data[start:end] for start, end in zip(starts, self.ends, strict=True)]
+        return data
+
+    def event(self, data: bytes, position: int) -> bytes:
+        """Record ``position`` of the chunk's ``data`` (unpacked): only the records asked for
+        are copied out, not the chunk's 256."""
+        return data[self.ends[position - 1] if position else 0 : self.ends[position]]
 
 
 class Evidence:
@@ -78,7 +82,7 @@ class Evidence:
         # key -> (record numbers, their event times): a late fact picks its records from these alone
         self._by_key: dict[Key, tuple[array, array]] = {}  # type: ignore[type-arg]
         self.opened: dict[int, tuple[Opened, ...]] = {}  # record number -> its open violations
-        self._unpacked: dict[int, list[bytes]] = {}  # the chunks read last, decompressed
+        self._unpacked: dict[int, bytes] = {}  # the chunks read last, decompressed
 
     def __len__(self) -> int:
         return len(self._chunks) * CHUNK + len(self._open_events)
@@ -148,12 +152,12 @@ class Evidence:
         if chunk >= len(self._chunks):
             return self._open_events[position]
         first = self._first + chunk * CHUNK
-        events = self._unpacked.get(first)
-        if events is None:
-            events = self._unpacked[first] = self._chunks[chunk].events()
+        data = self._unpacked.get(first)
+        if data is None:
+            data = self._unpacked[first] = self._chunks[chunk].unpack()
             if len(self._unpacked) > UNPACKED:
                 del self._unpacked[next(iter(self._unpacked))]
-        return events[position]
+        return self._chunks[chunk].event(data, position)
 
     def _prune(self) -> None:
         """Forget index entries of records gone, and keys left with none."""
