@@ -57,7 +57,7 @@ class _Entry:
 
 
 def _groups(entries: Iterable[_Entry]) -> tuple[plan.Group, ...]:
-    """Cases asking the same question, answered once per event (stream_processors/rules/plan.py)."""
+    """The questions asked of an event, each answered once (stream_processors/rules/plan.py)."""
     return plan.groups(entries)
 
 
@@ -458,8 +458,7 @@ class Engine:
             if ctx is None:
                 pack = group.pack or group.entries[0].pack
                 ctx = contexts[key] = Context(event, at, device, previous, self.facts, pack.name, pack.params)
-            if group.holds(ctx):
-                fired += group.entries
+            group.fire(ctx, fired)
         fired.sort(key=_order)
         return fired
 

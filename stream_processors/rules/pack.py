@@ -22,14 +22,14 @@ unless, enabled) replaces the base's, and its cases are changed by ``cases`` (a 
 them all; a mapping from case number, 1 first, to keys replaces those keys of that case only)
 and ``append_cases`` (a list added after them). ``remove: [ID, ...]`` drops base rules.
 
-Each case's condition is compiled once, when the pack is loaded (stream_processors/rules/plan.py).
+The engine compiles the cases of each event type to closures (stream_processors/rules/plan.py).
 """
 
 import hashlib
 import json
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast, get_args
 
@@ -43,13 +43,11 @@ from stream_processors.rules.plan import (
     FALSE,
     AllOf,
     AnyOf,
-    Check,
     Condition,
     In,
     Not,
     Test,
     about_registration,
-    compile_case,
     per_pack,
     waits,
 )
@@ -82,7 +80,6 @@ class Case:
     when: Condition
     unless: Condition  # the case's exceptions and its rule's: FALSE when none
     explanation: str
-    holds: Check = field(compare=False, repr=False)  # when, and not unless, compiled
     waits: bool = False  # asks about an absence: decided after the grace period
     about_registration: bool = False  # the question left when the device is still unregistered
     per_pack: bool = False  # reads its pack's name or parameters
@@ -312,7 +309,6 @@ def _case(
         when,
         unless,
         str(raw["explanation"]),
-        compile_case(when, unless),
         waits(when) or waits(unless),
         about_registration(when),
         per_pack(when) or per_pack(unless),

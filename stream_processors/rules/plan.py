@@ -1,12 +1,13 @@
-"""Conditions of the rule language, and their compilation to plain callables.
+"""Conditions of the rule language, and the questions an event is asked, compiled to closures.
 
 A pack's conditions (stream_processors/rules/pack.py parses them, macros already expanded) are
 trees of four kinds: a named predicate (``Test``), a field's value in a set (``In``), and the
-combinators ``Not`` and ``Any``/``All``. Each tree is compiled once, when its pack is loaded,
-to a closure over what it reads (the predicate's function, the field's getter, the set), so
-judging an event resolves no name and looks nothing up in the pack. ``groups`` puts the cases
-of one event type that ask the same question together, so each question is answered once per
-event however many packs and rules ask it.
+combinators ``Not`` and ``AnyOf``/``AllOf``. ``groups`` turns the cases of one event type into
+a tree of questions: a case asks its ``when``'s conditions one after the other, then that its
+``unless`` does not hold, and cases that begin alike share those first questions (both packs'
+copies of a rule share all of them). Each question is compiled to a closure over what it reads
+(the predicate's function, the field's getter, the set), so judging an event resolves no name,
+looks nothing up in the pack, and answers each shared question once.
 """
 
 from collections.abc import Callable, Iterable
@@ -82,15 +83,6 @@ def about_registration(condition: Condition) -> bool:
 def per_pack(condition: Condition) -> bool:
     """It reads its pack's name or parameters, so its answer is not shared with other packs."""
     return any(PREDICATES[name].per_pack for name in names(condition))
-
-
-def compile_case(when: Condition, unless: Condition) -> Check:
-    """``when`` holds and ``unless`` does not."""
-    holds = compile_condition(when)
-    if unless == FALSE:
-        return holds
-    excepted = compile_condition(unless)
-    return lambda ctx: holds(ctx) and not excepted(ctx)
 
 
 def compile_condition(condition: Condition) -> Check:
@@ -181,23 +173,88 @@ def _same(value: Any) -> Any:
     return value
 
 
+Fire = Callable[[Context, list[Any]], None]  # adds the entries whose cases hold to the list
+
+
 @dataclass(frozen=True)
 class Group:
-    """Cases asking the same question, answered once per event: both packs share most rules.
-    A case whose predicates read its pack (a filing threshold) is grouped only within it."""
+    """Cases whose questions begin alike, asked of an event once: a question shared by several
+    cases (both packs share most rules; one event type's cases often begin alike, has_subject,
+    a consent basis) is answered once, and a false one skips every case behind it. A case whose
+    predicates read its pack (a filing threshold) is grouped only within it."""
 
-    pack: Any  # the pack the question reads (its Context's), None if it reads none
-    holds: Check
-    entries: tuple[Any, ...]  # the engine's entries: each has a .pack and a .case
+    pack: Any  # the pack the questions read (its Context's), None if they read none
+    fire: Fire
+    entries: tuple[Any, ...]  # the engine's entries it may fire: each has a .pack and a .case
+
+
+@dataclass
+class _Node:
+    """A question in the tree of an event type's questions: the cases that fire when it and
+    every question above it hold, and the questions asked next."""
+
+    entries: list[Any]
+    next: "dict[Condition, _Node]"
 
 
 def groups(entries: Iterable[Any]) -> tuple[Group, ...]:
-    grouped: dict[tuple[Any, ...], list[Any]] = {}
+    """The questions asked of an event, for ``entries`` in the packs' order (each a case)."""
+    scopes: dict[Any, _Node] = {}
+    packs: dict[Any, Any] = {}
     for entry in entries:
         case = entry.case
-        key = (entry.pack.name if case.per_pack else None, case.when, case.unless)
-        grouped.setdefault(key, []).append(entry)
-    return tuple(
-        Group(members[0].pack if key[0] is not None else None, members[0].case.holds, tuple(members))
-        for key, members in grouped.items()
-    )
+        scope = entry.pack.name if case.per_pack else None
+        packs.setdefault(scope, entry.pack)
+        node = scopes.setdefault(scope, _Node([], {}))
+        for question in _conjuncts(case.when, case.unless):
+            node = node.next.setdefault(question, _Node([], {}))
+        node.entries.append(entry)
+    found: list[Group] = []
+    for scope, root in scopes.items():
+        pack = packs[scope] if scope is not None else None
+        if root.entries:  # cases that always hold
+            found.append(Group(pack, _compile_node(TRUE, _Node(root.entries, {})), tuple(root.entries)))
+        for question, node in root.next.items():
+            found.append(Group(pack, _compile_node(question, node), tuple(_under(node))))
+    return tuple(found)
+
+
+def _conjuncts(when: Condition, unless: Condition) -> tuple[Condition, ...]:
+    """The questions a case asks one after the other: ``when``'s, then that ``unless`` fails."""
+    asked = when.of if isinstance(when, AllOf) else (when,)
+    return asked if unless == FALSE else (*asked, Not(unless))
+
+
+def _under(node: _Node) -> Iterable[Any]:
+    yield from node.entries
+    for child in node.next.values():
+        yield from _under(child)
+
+
+def _compile_node(question: Condition, node: _Node) -> Fire:
+    holds = compile_condition(question)
+    entries = tuple(node.entries)
+    after = tuple(_compile_node(q, n) for q, n in node.next.items())
+    if not after:
+
+        def last(ctx: Context, out: list[Any]) -> None:
+            if holds(ctx):
+                out.extend(entries)
+
+        return last
+    if len(after) == 1 and not entries:
+        (then,) = after
+
+        def chain(ctx: Context, out: list[Any]) -> None:
+            if holds(ctx):
+                then(ctx, out)
+
+        return chain
+
+    def branch(ctx: Context, out: list[Any]) -> None:
+        if holds(ctx):
+            out.extend(entries)
+            for then in after:
+                then(ctx, out)
+
+    return branch
