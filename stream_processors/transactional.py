@@ -43,3 +43,233 @@ checked against this stack's Kafka 4.3.1 (KRaft, one node):
   versions aiokafka does not send. Checked here: commit, abort, a fenced zombie's commit
   (ProducerFenced), read_committed hiding the aborted and the zombie's records.
 """
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from core.kafka_security import KafkaSecurity
+
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+
+
+@dataclass(frozen=True)
+class Output:
+    """A record to produce; ``partition`` None: by key, with aiokafka's partitioner."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None = None
+
+
+@dataclass
+class Result:
+    """What a batch of one input partition made: records to produce, and the changes to that
+    partition's state (a value of None deletes the key)."""
+
+    outputs: list[Output] = field(default_factory=list)
+    state: dict[bytes, bytes | None] = field(default_factory=dict)
+
+
+class Processor(Protocol):
+    """The caller's side. Its state is kept per input partition: ``restore`` gives it back
+    (read_committed from the changelog) before any input of that partition, ``revoke`` says the
+    partition went to another worker."""
+
+    def restore(self, partition: int, state: dict[bytes, bytes]) -> None: ...
+
+    def process(self, partition: int, records: Sequence[Record]) -> Result: ...
+
+    def revoke(self, partition: int) -> None: ...
+
+
+class TransactionalLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Consume ``source`` in ``group``; every ``commit_interval_ms``, per input partition, one
+    transaction holds the outputs of its records, its state changes (to ``changelog``, partition
+    for partition: the changelog has as many partitions as the source) and its next input
+    offset. Made inside the running event loop (as aiokafka's clients). ``run()`` raises if a
+    transaction fails (fenced, broker gone too long): the state in memory may then be ahead of
+    Kafka's, and a new loop restores it from the changelog."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        group: str,
+        source: str,
+        changelog: str,
+        processor: Processor,
+        security: KafkaSecurity | None = None,
+        commit_interval_ms: int = 100,
+        max_records: int = 5000,
+    ) -> None:
+        self.group, self.source, self.changelog = group, source, changelog
+        self.processor = processor
+        self.commit_interval = commit_interval_ms / 1000
+        self.max_records = max_records
+        self._client = {"bootstrap_servers": bootstrap_servers, **(security or KafkaSecurity()).aiokafka()}
+        self._consumer = AIOKafkaConsumer(
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            **self._client,
+        )
+        self._producers: dict[int, AIOKafkaProducer] = {}  # per owned input partition
+        self._next: dict[int, int] = {}  # per ready partition, the next input offset to take
+        self._gathered: dict[int, list[Record]] = {}
+        # Held by a commit and by the rebalance callbacks: a revocation waits for the commit in
+        # flight, and an assignment is complete before its partition's records are taken.
+        self._lock = asyncio.Lock()
+        self._failure: BaseException | None = None
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        await self._consumer.start()
+        clock = asyncio.get_running_loop().time
+        committing: asyncio.Task[None] | None = None
+        try:
+            self._consumer.subscribe([self.source], listener=self)
+            commit_at = clock() + self.commit_interval
+            while not self._stopping.is_set():
+                if committing is not None and committing.done():
+                    committing.result()
+                    committing = None
+                # The next records are gathered while a commit runs; a commit starts once the
+                # interval is up and the previous one is done.
+                await self._gather(until=clock() + 0.01 if committing is not None else commit_at)
+                if self._failure is not None:
+                    raise self._failure
+                if committing is None and clock() >= commit_at:
+                    commit_at = clock() + self.commit_interval
+                    if self._gathered:
+                        gathered, self._gathered = self._gathered, {}
+                        committing = asyncio.create_task(self._commit(gathered))
+            if committing is not None:
+                await committing
+                committing = None
+        finally:
+            if committing is not None and not committing.done():
+                committing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await committing
+            await self._consumer.stop()
+            await self._close_producers(list(self._producers))
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _gather(self, until: float) -> None:
+        clock = asyncio.get_running_loop().time
+        while (left := until - clock()) > 0 and not self._stopping.is_set():
+            wait = max(1, int(left * 1000))
+            batches = await self._consumer.getmany(timeout_ms=wait, max_records=self.max_records)
+            for tp, records in batches.items():
+                self._take(tp.partition, records)
+
+    def _take(self, partition: int, records: list[Record]) -> None:
+        # Only partitions made ready by an assignment, from the offset it sought to: anything
+        # fetched from an older position is not this owner's to process.
+        expected = self._next.get(partition)
+        if expected is None:
+            return
+        fresh = [record for record in records if record.offset >= expected]
+        if fresh:
+            self._gathered.setdefault(partition, []).extend(fresh)
+            self._next[partition] = fresh[-1].offset + 1
+
+    async def _commit(self, gathered: dict[int, list[Record]]) -> None:
+        async with self._lock:
+            owned = {p: records for p, records in gathered.items() if p in self._next}
+            await asyncio.gather(*(self._commit_partition(p, records) for p, records in owned.items()))
+
+    async def _commit_partition(self, partition: int, records: list[Record]) -> None:
+        result = self.processor.process(partition, records)
+        producer = self._producers[partition]
+        async with producer.transaction():
+            for output in result.outputs:
+                await producer.send(output.topic, output.value, key=output.key, partition=output.partition)
+            for key, value in result.state.items():
+                await producer.send(self.changelog, value, key=key, partition=partition)
+            offsets = {TopicPartition(self.source, partition): records[-1].offset + 1}
+            await producer.send_offsets_to_transaction(offsets, self.group)
+
+    # The rebalance listener (aiokafka awaits these; an exception in them it only logs, so it
+    # is kept and raised by run()).
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self._lock:
+            partitions = [tp.partition for tp in revoked if tp.topic == self.source]
+            for partition in partitions:
+                self._next.pop(partition, None)
+                self._gathered.pop(partition, None)
+                self.processor.revoke(partition)
+            await self._close_producers(partitions)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self._lock:
+            try:
+                await self._take_over([tp for tp in assigned if tp.topic == self.source])
+            except Exception as error:
+                self._failure = error
+
+    async def _take_over(self, assigned: list[TopicPartition]) -> None:
+        """Fence the partitions' previous owners, then read where they committed and the state
+        they left (in that order: before the fence, a previous owner's last transaction may
+        still commit)."""
+        new = [tp for tp in assigned if tp.partition not in self._producers]
+        await asyncio.gather(*(self._fence(tp.partition) for tp in new))
+        state = await self._read_changelog([tp.partition for tp in new])
+        for tp in new:
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+                committed = await self._consumer.position(tp)
+            else:
+                self._consumer.seek(tp, committed)
+            self.processor.restore(tp.partition, state[tp.partition])
+            self._next[tp.partition] = committed
+
+    async def _fence(self, partition: int) -> None:
+        producer = AIOKafkaProducer(
+            transactional_id=f"{self.group}.{self.source}.{partition}", **self._client
+        )
+        await producer.start()
+        self._producers[partition] = producer
+        async with producer.transaction():  # InitProducerId: the previous owner is fenced
+            pass
+
+    async def _read_changelog(self, partitions: list[int]) -> dict[int, dict[bytes, bytes]]:
+        state: dict[int, dict[bytes, bytes]] = {p: {} for p in partitions}
+        if not partitions:
+            return state
+        reader = AIOKafkaConsumer(isolation_level="read_committed", enable_auto_commit=False, **self._client)
+        await reader.start()
+        try:
+            tps = [TopicPartition(self.changelog, p) for p in partitions]
+            reader.assign(tps)
+            await reader.seek_to_beginning(*tps)
+            ends = await reader.end_offsets(tps)  # the last stable offsets, after the fence
+            while any([await reader.position(tp) < ends[tp] for tp in tps]):
+                for tp, records in (await reader.getmany(*tps, timeout_ms=1000)).items():
+                    for record in records:
+                        if record.key is None:
+                            continue
+                        if record.value is None:
+                            state[tp.partition].pop(record.key, None)
+                        else:
+                            state[tp.partition][record.key] = record.value
+        finally:
+            await reader.stop()
+        return state
+
+    async def _close_producers(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            producer = self._producers.pop(partition, None)
+            if producer is not None:
+                await producer.stop()
