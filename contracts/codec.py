@@ -9,9 +9,10 @@ that names the field and the reason.
 
 import binascii
 import functools
+import hashlib
 import hmac
 import re
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
@@ -143,11 +144,8 @@ def _verify_canonical(raw: bytes, key: VerifyingKey) -> bool:
         return False
     sig = raw[at + len(_SIG) : end]
     if isinstance(key, bytes):  # HMAC: fed the two parts, not a copy of the message joined
-        mac = _keyed(key).copy()
         view = memoryview(raw)
-        mac.update(view[:head])
-        mac.update(view[tail:])
-        return hmac.compare_digest(sig, mac.hexdigest().encode())
+        return hmac.compare_digest(sig, _hmac_hex(key, view[:head], view[tail:]).encode())
     return _check(sig, raw[:head] + raw[tail:], key)
 
 
@@ -164,17 +162,36 @@ def _check(sig: bytes, signed: bytes, key: VerifyingKey) -> bool:
     return hmac.compare_digest(sig, _hmac_hex(key, signed).encode())
 
 
+class _Sha256(Protocol):
+    def copy(self) -> "_Sha256": ...
+    def update(self, data: bytes | memoryview, /) -> None: ...
+    def digest(self) -> bytes: ...
+    def hexdigest(self) -> str: ...
+
+
+_BLOCK = 64  # SHA-256's block size
+
+
 @functools.lru_cache(maxsize=100_000)
-def _keyed(key: bytes) -> "hmac.HMAC":
-    """An HMAC with ``key`` already taken in: a copy of it skips the key set-up, a third of an
-    event's HMAC cost."""
-    return hmac.new(key, digestmod="sha256")
+def _keyed(key: bytes) -> tuple[_Sha256, _Sha256]:
+    """HMAC-SHA256 (RFC 2104) with ``key`` taken in: the SHA-256 states after its inner and
+    outer padded blocks. Copies of these cost about half as much as a copy of an hmac.HMAC
+    (an OpenSSL 3 MAC context), which was most of an event's signature check."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    block = key.ljust(_BLOCK, b"\0")
+    return hashlib.sha256(bytes(b ^ 0x36 for b in block)), hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
 
-def _hmac_hex(key: bytes, message: bytes) -> str:
-    mac = _keyed(key).copy()
-    mac.update(message)
-    return mac.hexdigest()
+def _hmac_hex(key: bytes, *parts: bytes | memoryview) -> str:
+    """HMAC-SHA256 of the concatenated ``parts`` (hex)."""
+    inner, outer = _keyed(key)
+    mac = inner.copy()
+    for part in parts:
+        mac.update(part)
+    result = outer.copy()
+    result.update(mac.digest())
+    return result.hexdigest()
 
 
 def sign(fields: dict[str, Any], key: SigningKey) -> dict[str, Any]:
