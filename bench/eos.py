@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,9 +43,10 @@ from kafka.admin import NewTopic
 from bench.harness import local_kafka, write_results
 from producers.plan import Message
 from producers.simulator import Simulation, run
+from stream_processors.transactional import Output, Record, Result, TransactionalLoop
 
 PARTITIONS = 6
-SOURCE, SINK = "eos.in", "eos.out"  # the rounds' topics
+SOURCE, SINK, STATE = "eos.in", "eos.out", "eos.state"  # the rounds' topics
 LIVE_SOURCE, LIVE_SINK = "eos.live.in", "eos.live.out"  # the latency phase's
 MAX_RECORDS = 5000
 PRODUCER = {"max_batch_size": 256 * 1024}
@@ -58,6 +59,7 @@ def create_topics(bootstrap: str) -> None:
     try:
         names = (SOURCE, SINK, LIVE_SOURCE, LIVE_SINK)
         admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])
+        admin.create_topics([NewTopic(STATE, PARTITIONS, 1, topic_configs={"cleanup.policy": "compact"})])
     finally:
         admin.close()
 
@@ -283,6 +285,35 @@ def transactional(interval_ms: int) -> Measure:
     return measure
 
 
+class Identity:
+    """stream_processors.transactional's Processor: each record to SINK unchanged, no state; stops
+    the loop after ``count`` records and notes when the first came."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.seen, self.first = count, 0, 0.0
+        self.loop: TransactionalLoop | None = None
+
+    def restore(self, partition: int, state: dict[bytes, bytes]) -> None:
+        pass
+
+    def revoke(self, partition: int) -> None:
+        pass
+
+    def process(self, partition: int, records: Sequence[Record]) -> Result:
+        self.first = self.first or time.perf_counter()
+        self.seen += len(records)
+        if self.seen >= self.count and self.loop is not None:
+            self.loop.stop()
+        return Result(outputs=[Output(SINK, r.key, r.value, partition) for r in records])
+
+
+async def module(bootstrap: str, count: int, tag: str) -> float:
+    identity = Identity(count)
+    identity.loop = TransactionalLoop(bootstrap, f"module.{tag}", SOURCE, STATE, identity)
+    await identity.loop.run()
+    return identity.seen / (time.perf_counter() - identity.first)
+
+
 # The latency phase: the loop alone in a subprocess (its own core's worth of Python), fed at a
 # paced rate by this process, which also reads the outputs read_committed.
 
@@ -375,6 +406,7 @@ VARIANTS: dict[str, Measure] = {
     "at least once (per getmany batch)": at_least_once,
     "transactional (per getmany batch)": transactional(0),
     "transactional (100 ms interval)": transactional(100),
+    "stream_processors.transactional (100 ms)": module,
 }
 
 

@@ -1,6 +1,28 @@
 """Exactly once on Kafka's transactions, with aiokafka's public API: a consume-transform-produce
 loop that commits its outputs, its state changelog and its input offsets in one transaction.
 
+Moving the judge onto it (a plan; app.py is not wired to it yet). Two loops in the worker: the
+router's (source frt.events.v1; outputs the bundles onto the lanes with their partition, and
+the progress marks; no state) and the judge's (source the lanes, read_committed; per lane,
+``restore`` rebuilds the journal's dicts from the changelog, ``process`` judges a batch and
+returns violations, dead letters and accepted events as outputs and the journal's records as
+state). faust stays for the worker's lifecycle, web and CLI. What that makes unnecessary:
+- outbox.py: ``produce()`` below sends record batches per topic partition itself;
+- readback.py, side_reads.py and the journal's stamps: a violation and the journal record
+  naming it commit together or not at all, so nothing is ever published but not journalled,
+  and the committed offset is exactly where judging goes on (no stamp needed to find it);
+- lane_gaps.py: the loop hands a partition's records in order from the offset it sought,
+  never skipping as faust's stream did (and on transactional lanes, markers take offsets, so
+  a hole in offsets is normal and no longer a sign of skipped records);
+- watchdog.py: faust's table recovery and its stuck lane fetch are gone; state is read back
+  here with a plain read_committed reader up to the last stable offset;
+- fetch_wait.py: the loop builds its own consumer, so the fetch hold is one argument (to add);
+- the router's settling: its acks-then-commit becomes its transaction.
+Still to design: the judge's wall-clock timer (grace periods closing while sources are caught
+up) needs a call with no records per interval; and aiokafka's rebalances are eager (every
+partition is revoked, fenced and restored again on each), with a producer per input partition.
+Cost: bench/results/eos.md (BENCHMARKS.md, "Exactly once on aiokafka").
+
 What it relies on, read in aiokafka 0.14.0 (.venv/lib/python3.11/site-packages/aiokafka) and
 checked against this stack's Kafka 4.3.1 (KRaft, one node):
 
@@ -46,9 +68,10 @@ checked against this stack's Kafka 4.3.1 (KRaft, one node):
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -56,6 +79,7 @@ from aiokafka.structs import ConsumerRecord
 from core.kafka_security import KafkaSecurity
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
+BATCH_BYTES = 256 * 1024  # a transaction's records in few produce requests (aiokafka's default: 16 KiB)
 
 
 @dataclass(frozen=True)
@@ -87,6 +111,25 @@ class Processor(Protocol):
     def process(self, partition: int, records: Sequence[Record]) -> Result: ...
 
     def revoke(self, partition: int) -> None: ...
+
+
+async def produce(producer: AIOKafkaProducer, outputs: Iterable[Output]) -> None:
+    """Those with a partition a record batch at a time (aiokafka's send() per record costs more
+    than the consuming), the others by key."""
+    batches: dict[tuple[str, int], Any] = {}  # aiokafka's BatchBuilder
+    for output in outputs:
+        if output.partition is None:
+            await producer.send(output.topic, output.value, key=output.key)
+            continue
+        batch = batches.get((output.topic, output.partition))
+        if batch is None:
+            batch = batches[output.topic, output.partition] = producer.create_batch()
+        if batch.append(key=output.key, value=output.value, timestamp=None) is None:  # full
+            await producer.send_batch(batch, output.topic, partition=output.partition)
+            batch = batches[output.topic, output.partition] = producer.create_batch()
+            batch.append(key=output.key, value=output.value, timestamp=None)
+    for (topic, partition), batch in batches.items():
+        await producer.send_batch(batch, topic, partition=partition)
 
 
 class TransactionalLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -191,11 +234,9 @@ class TransactionalLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
     async def _commit_partition(self, partition: int, records: list[Record]) -> None:
         result = self.processor.process(partition, records)
         producer = self._producers[partition]
+        state = (Output(self.changelog, key, value, partition) for key, value in result.state.items())
         async with producer.transaction():
-            for output in result.outputs:
-                await producer.send(output.topic, output.value, key=output.key, partition=output.partition)
-            for key, value in result.state.items():
-                await producer.send(self.changelog, value, key=key, partition=partition)
+            await produce(producer, itertools.chain(result.outputs, state))
             offsets = {TopicPartition(self.source, partition): records[-1].offset + 1}
             await producer.send_offsets_to_transaction(offsets, self.group)
 
@@ -237,7 +278,9 @@ class TransactionalLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
 
     async def _fence(self, partition: int) -> None:
         producer = AIOKafkaProducer(
-            transactional_id=f"{self.group}.{self.source}.{partition}", **self._client
+            transactional_id=f"{self.group}.{self.source}.{partition}",
+            max_batch_size=BATCH_BYTES,
+            **self._client,
         )
         await producer.start()
         self._producers[partition] = producer
