@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from stream_processors.rules.examples import load_examples, run_example
+from stream_processors.rules.engine import Engine, run_events
+from stream_processors.rules.examples import build_events, load_examples, run_example
 from stream_processors.rules.pack import PACKS_DIR, Pack, PackError, load_pack
 
 DOCUMENT = load_examples()  # its defaults: a registered office entrance, consent c1 for s1...
@@ -362,3 +363,34 @@ def test_extends_errors_name_the_rule_and_the_case(tmp_path: Path, body: str, me
     with pytest.raises(PackError) as error:
         load_pack(path)
     assert str(error.value) == f"{path}: {message}"
+
+
+def test_a_question_cases_begin_with_is_asked_once_an_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two rules that begin alike, in two packs: their first question is answered once an event,
+    and when it fails no other question of theirs is asked."""
+    from stream_processors.rules.predicates import PREDICATES, Context, Predicate
+
+    asked: list[str] = []
+
+    def probe(ctx: Context) -> bool:
+        asked.append(ctx.event.event_id)
+        return bool(ctx.event.subject_ref)
+
+    monkeypatch.setitem(PREDICATES, "probe", Predicate(probe, False, False, False))
+    rules = rule(case("recognition.performed", "[probe, {in: {field: purpose, values: [payment]}}]"))
+    rules += rule(
+        case("recognition.performed", "[probe, {not: {in: {field: legal_basis, values: [law]}}}]"),
+        rule_id="FRT-Y",
+    ).removeprefix("rules:\n")
+    packs = [load_pack(write(tmp_path, name, rules)) for name in ("a", "b")]
+    events = [REGISTERED, recognition(1, purpose="payment"), recognition(2, subject_ref=None)]
+    for pack in packs:
+        assert fired(pack, *events) == [1]
+    engine = Engine(packs)
+    asked.clear()
+    built = build_events(DOCUMENT, {"name": "t", "events": events})
+    fired_rules = [(v.policy_pack, v.rule_id) for v in run_events(engine, iter(built))]
+    assert fired_rules == [("a", "FRT-X"), ("a", "FRT-Y"), ("b", "FRT-X"), ("b", "FRT-Y")]
+    assert asked == [built[1].event_id, built[2].event_id]
