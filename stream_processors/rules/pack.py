@@ -1,4 +1,4 @@
-"""Policy packs: rules as data (stream_processors/packs/*.yaml), loaded, checked, compiled and hashed.
+"""Policy packs: rules as data (stream_processors/packs/*.yaml), loaded, checked and hashed.
 
 A pack names its lists, parameters and macros, and its rules. A rule has one or more cases,
 each the event types it judges (``events``), a condition that must hold (``when``), exceptions
@@ -10,7 +10,7 @@ each the event types it judges (``events``), a condition that must hold (``when`
   fact) is one of V, a list or a list's name; for a list field, any of its items is (with
   ``every: true``, each is); ``ignore_case: true`` compares strings in lower case;
 - ``{not: C}``, ``{any: [C, ...]}``, ``{all: [C, ...]}``, nested at will; a list where one
-  condition is expected means ``all`` (``any`` for ``unless``).
+  condition is expected means ``all`` (the list an ``unless`` holds: ``any``).
 
 A list item "@name" includes another list, so a deployment fills the empty ``deployment_*``
 lists (an extensions file) without editing a rule.
