@@ -11,15 +11,17 @@ rounds, each reading the whole topic from its start:
 - transactional: one transactional producer per input partition (aiokafka sends no consumer
   group generation with its offsets, so fencing is by transactional id per partition: see
   stream_processors/transactional.py), read_committed; each transaction holds a partition's
-  outputs and its input offset, one per getmany batch or per commit interval.
+  outputs and its input offset, one per getmany batch or per commit interval;
+- stream_processors.transactional's loop, the same identity as its Processor, no state.
 
 Both loops send with record batches (``create_batch``/``send_batch``) and gather the next
 records while the previous ones commit.
 
-Then, at 50% of the transactional loop's rate (100 ms interval; --load), the loop runs alone in a
-subprocess and its latency is measured for a few commit intervals: from the input record's
-produce timestamp (the identity keeps it) to the output being visible to a read_committed
-consumer.
+Then, at 50% of the transactional loop's rate (100 ms interval; --load), the loop runs alone in
+a subprocess and its latency is measured for a few commit intervals (and the at-least-once
+loop's, for reference): from the input record's produce timestamp (the identity keeps it) to
+the output being visible to a read_committed consumer. Results: bench/results/eos.{json,md},
+or eos-loadNN.* for another --load.
 """
 
 import argparse
@@ -430,7 +432,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
     results: dict[str, object] = {
         "aiokafka": version("aiokafka"),
-        "load_average_at_start": os.getloadavg(),  # the cores are shared: how busy they were
+        "load_average_at_start": [round(x, 1) for x in os.getloadavg()],  # the cores are shared
         "events": args.events,
         "partitions": PARTITIONS,
         "event_bytes_mean": round(statistics.mean(len(v) for _, v in messages)),
@@ -459,7 +461,7 @@ def main() -> None:
             )
             print(f"latency at {interval} ms: {runs[f'transactional, {interval} ms']}", flush=True)
         results["latency"] = runs
-        results["load_average_at_end"] = os.getloadavg()
+        results["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
     raw_rate = medians["raw aiokafka consume"]
     table = "\n".join(
         [
@@ -491,7 +493,8 @@ def main() -> None:
         ]
     )
     print(table)
-    print(f"written to {write_results('eos', results, table)}")
+    name = "eos" if args.load == 0.5 else f"eos-load{round(args.load * 100)}"
+    print(f"written to {write_results(name, results, table, 'bench.eos')}")
 
 
 if __name__ == "__main__":
