@@ -247,9 +247,9 @@ class TransactionalLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
         async with self._lock:
             partitions = [tp.partition for tp in revoked if tp.topic == self.source]
             for partition in partitions:
-                self._next.pop(partition, None)
                 self._gathered.pop(partition, None)
-                self.processor.revoke(partition)
+                if self._next.pop(partition, None) is not None:  # restored, so the caller has it
+                    self.processor.revoke(partition)
             await self._close_producers(partitions)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
