@@ -1,4 +1,4 @@
-"""The faust app: `frtwatch process`, or `faust -A stream_processors.app worker`.
+"""The faust app, run by `frtwatch process` (which also installs the compiled judge, frtwatch/compiled.py).
 
 Thin wiring around pure parts:
 - the router (stream_processors.router) reads frt.events.v1 (keyed by device) in batches and

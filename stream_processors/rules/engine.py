@@ -31,7 +31,7 @@ from stream_processors.rules import plan
 from stream_processors.rules.evidence import Evidence, Key, Opened, epoch_ms, from_epoch_ms
 from stream_processors.rules.facts import DEVICE_FACTS, Consent, Facts, Registration
 from stream_processors.rules.pack import Case, Pack, Rule
-from stream_processors.rules.predicates import Context
+from stream_processors.rules.predicates import LEARNERS, Context
 
 DEFAULT_GRACE = timedelta(seconds=10)
 DEFAULT_HORIZON = timedelta(hours=24)
@@ -300,11 +300,9 @@ class Engine:
             self.facts.grant(event.operator_id, event.subject_ref, consent)
         elif isinstance(event, ConsentWithdrawn):
             self.facts.withdraw(event.operator_id, event.consent_id, at)
-        elif isinstance(event, RegistrySnapshot):
+        for learn in LEARNERS.get(type(event), ()):
             for pack in self._packs:
-                threshold = pack.params["filing_threshold"]
-                if event.stored_individuals > threshold:
-                    self.facts.over_threshold(pack.name, event.operator_id, threshold, at)
+                learn(self.facts, pack.name, pack.params, event, at)
         return None
 
     def _device_for(self, event: Envelope, at: datetime) -> Registration | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from contracts.events import RegistrySnapshot
 from contracts.timestamps import parse_timestamp
 from stream_processors.rules.calendar import working_days_deadline
 from stream_processors.rules.facts import DEVICE_FACTS, Consent, Facts, Registration
@@ -60,6 +61,10 @@ class Predicate:
 
 
 PREDICATES: dict[str, Predicate] = {}
+# Facts that a pack's parameters decide, noted per pack as events of a type arrive, before any
+# is judged: (facts, pack name, pack params, event, event time).
+Learner = Callable[[Facts, str, dict[str, Any], Any, datetime], None]
+LEARNERS: dict[type, list[Learner]] = {}
 
 
 def predicate(
@@ -68,6 +73,14 @@ def predicate(
     def register(test: Callable[[Context], bool]) -> Callable[[Context], bool]:
         PREDICATES[name] = Predicate(test, waits, about_registration, per_pack)
         return test
+
+    return register
+
+
+def learns(event_type: type) -> Callable[[Learner], Learner]:
+    def register(learn: Learner) -> Learner:
+        LEARNERS.setdefault(event_type, []).append(learn)
+        return learn
 
     return register
 
@@ -151,6 +164,15 @@ def _device_offers_alternatives(ctx: Context) -> bool:
 
 
 # -- the operator's registry ---------------------------------------------------------------------
+
+
+@learns(RegistrySnapshot)
+def _first_over_filing_threshold(
+    facts: Facts, pack_name: str, params: dict[str, Any], event: Any, at: datetime
+) -> None:
+    threshold = params["filing_threshold"]
+    if event.stored_individuals > threshold:
+        facts.over_threshold(pack_name, event.operator_id, threshold, at)
 
 
 @predicate("over_filing_threshold", per_pack=True)
