@@ -291,8 +291,7 @@ def create_contract_topics(
     accepted events and the query records; return name -> partitions. With 3 replicas,
     min.insync.replicas is 2 so acks=all survives one broker down. ``replicas`` defaults to the
     cluster's size, at most 3. ``names``: only these (those a role may see; the admin's: all)."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
+    from kafka.errors import NodeNotReadyError, UnknownBrokerIdError
 
     partitions = {
         topics.EVENTS: events_partitions,
@@ -304,6 +303,27 @@ def create_contract_topics(
     }
     if names is not None:
         partitions = {name: count for name, count in partitions.items() if name in names}
+    # Just after a cluster starts, the broker that answers first may not list the broker it names
+    # as controller yet (seen with three brokers on a busy machine): ask again, briefly.
+    for attempt in range(10):
+        try:
+            return _create_topics(bootstrap_servers, partitions, replicas, security)
+        except (UnknownBrokerIdError, NodeNotReadyError):
+            if attempt == 9:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+def _create_topics(
+    bootstrap_servers: str,
+    partitions: dict[str, int],
+    replicas: int | None,
+    security: KafkaSecurity,
+) -> dict[str, int]:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap_servers, client_id="frtwatch-stack", **security.kafka_python()
     )
