@@ -45,7 +45,7 @@ from kafka.admin import NewTopic
 from bench.harness import local_kafka, write_results
 from producers.plan import Message
 from producers.simulator import Simulation, run
-from stream_processors.transactional import Output, Record, Result, TransactionalLoop
+from stream_processors.transactional import Output, Record, Result, TransactionalLoop, produce
 
 PARTITIONS = 6
 SOURCE, SINK, STATE = "eos.in", "eos.out", "eos.state"  # the rounds' topics
@@ -121,15 +121,8 @@ def consumer(bootstrap: str, group: str | None, topic: str, **settings: object) 
 async def send_all(
     producer: AIOKafkaProducer, sink: str, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
 ) -> None:
-    """The identity, a record batch at a time (aiokafka's send() per record costs more than
-    the consuming): same key, value, partition and timestamp."""
-    batch = producer.create_batch()
-    for record in records:
-        if batch.append(key=record.key, value=record.value, timestamp=record.timestamp) is None:
-            await producer.send_batch(batch, sink, partition=tp.partition)
-            batch = producer.create_batch()
-            batch.append(key=record.key, value=record.value, timestamp=record.timestamp)
-    await producer.send_batch(batch, sink, partition=tp.partition)
+    """The identity: same key, value, partition and timestamp."""
+    await produce(producer, (Output(sink, r.key, r.value, tp.partition, r.timestamp) for r in records))
 
 
 async def raw(bootstrap: str, count: int, tag: str) -> float:

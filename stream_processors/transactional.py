@@ -84,12 +84,14 @@ BATCH_BYTES = 256 * 1024  # a transaction's records in few produce requests (aio
 
 @dataclass(frozen=True)
 class Output:
-    """A record to produce; ``partition`` None: by key, with aiokafka's partitioner."""
+    """A record to produce; ``partition`` None: by key, with aiokafka's partitioner;
+    ``timestamp_ms`` None: the time it is sent."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     partition: int | None = None
+    timestamp_ms: int | None = None
 
 
 @dataclass
@@ -119,15 +121,15 @@ async def produce(producer: AIOKafkaProducer, outputs: Iterable[Output]) -> None
     batches: dict[tuple[str, int], Any] = {}  # aiokafka's BatchBuilder
     for output in outputs:
         if output.partition is None:
-            await producer.send(output.topic, output.value, key=output.key)
+            await producer.send(output.topic, output.value, key=output.key, timestamp_ms=output.timestamp_ms)
             continue
         batch = batches.get((output.topic, output.partition))
         if batch is None:
             batch = batches[output.topic, output.partition] = producer.create_batch()
-        if batch.append(key=output.key, value=output.value, timestamp=None) is None:  # full
+        if batch.append(key=output.key, value=output.value, timestamp=output.timestamp_ms) is None:  # full
             await producer.send_batch(batch, output.topic, partition=output.partition)
             batch = batches[output.topic, output.partition] = producer.create_batch()
-            batch.append(key=output.key, value=output.value, timestamp=None)
+            batch.append(key=output.key, value=output.value, timestamp=output.timestamp_ms)
     for (topic, partition), batch in batches.items():
         await producer.send_batch(batch, topic, partition=partition)
 
